@@ -1,0 +1,1 @@
+"""Data: the built-in Shakespeare corpus, user corpora, and the token cache."""

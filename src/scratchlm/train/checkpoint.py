@@ -1,0 +1,191 @@
+"""Crash-safe checkpoints: a folder per checkpoint, written atomically, verified on load.
+
+    checkpoints/step_000400/
+        model.safetensors   the weights (safetensors: plain tensors, no code runs on load)
+        trainer.pt          optimizer state + torch RNG states (loaded with weights_only=True)
+        state.json          step, config, tokenizer hash, Python/NumPy RNG, metrics, code version
+        manifest.json       sha256 of every file above; written last, so a folder without
+                            a valid manifest is known to be incomplete
+
+A checkpoint is written to a hidden temporary folder, every file fsynced, then
+renamed into place: a crash or a full disk mid-write leaves the previous
+checkpoint untouched. `best/` and `final/` are kept besides the last `keep_last`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from ..errors import ScratchLMError
+
+MODEL_FILE, TRAINER_FILE, STATE_FILE, MANIFEST = "model.safetensors", "trainer.pt", "state.json", "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Weights without wrapper prefixes (`module.` from DDP, `_orig_mod.` from compile),
+    tied weights stored once, contiguous: so any run can load any other's checkpoint."""
+    sd = {}
+    for k, v in model.state_dict().items():
+        k = k.replace("_orig_mod.", "").replace("module.", "")
+        sd[k] = v.detach().contiguous()
+    sd.pop("lm_head.weight", None)  # tied to transformer.wte.weight
+    return sd
+
+
+def rng_state() -> tuple[dict, dict]:
+    """(JSON-able Python/NumPy RNG state, torch RNG tensors)."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors["cuda"] = torch.cuda.get_rng_state_all()
+    py = random.getstate()
+    npst = np.random.get_state(legacy=False)  # MT19937: {'state': {'key': uint32 array, 'pos': int}, ...}
+    npst = dict(npst, state={"key": npst["state"]["key"].tolist(), "pos": int(npst["state"]["pos"])})
+    return {"python": [py[0], list(py[1]), py[2]], "numpy": npst}, tensors
+
+
+def set_rng_state(js: dict, tensors: dict) -> None:
+    py = js["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = js["numpy"]
+    np.random.set_state(dict(npst, state={"key": np.asarray(npst["state"]["key"], dtype=np.uint32), "pos": npst["state"]["pos"]}))
+    torch.set_rng_state(tensors["torch"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(tensors["cuda"])
+
+
+def save_checkpoint(folder: Path, model_sd: dict, optimizer_sd: dict | None, state: dict) -> Path:
+    """Write a checkpoint folder atomically; returns its path."""
+    folder = Path(folder)
+    parent = folder.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".tmp-{folder.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        save_file(model_sd, str(tmp / MODEL_FILE))
+        py_np, rng_tensors = rng_state()
+        torch.save({"optimizer": optimizer_sd, "rng": rng_tensors}, tmp / TRAINER_FILE)
+        state = dict(state, rng=py_np, code_version=__version__)
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+        files = [MODEL_FILE, TRAINER_FILE, STATE_FILE]
+        for name in files:
+            _fsync(tmp / name)
+        (tmp / MANIFEST).write_text(json.dumps({"files": {n: _sha256(tmp / n) for n in files}}, indent=1))
+        _fsync(tmp / MANIFEST)
+        _fsync(tmp)
+        old = None
+        if folder.exists():  # replacing e.g. best/: move the old one aside first
+            old = parent / f".old-{folder.name}-{os.getpid()}"
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        _fsync(parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def verify(folder: Path) -> dict:
+    """Check a checkpoint folder's manifest and checksums; returns its state.json."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).exists():
+        raise ScratchLMError(f"checkpoint {folder} is incomplete (no {MANIFEST}); it was interrupted while being written — use an earlier one")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError):
+        raise ScratchLMError(f"checkpoint {folder} has a corrupt {MANIFEST}; use an earlier checkpoint") from None
+    for name, digest in files.items():
+        p = folder / name
+        if not p.exists():
+            raise ScratchLMError(f"checkpoint {folder} is missing {name}; use an earlier checkpoint")
+        if _sha256(p) != digest:
+            raise ScratchLMError(f"checkpoint {folder} is corrupt ({name} fails its checksum); use an earlier checkpoint")
+    return json.loads((folder / STATE_FILE).read_text())
+
+
+def load_checkpoint(folder: Path, with_trainer: bool = True) -> tuple[dict, dict, dict | None]:
+    """(state, model state dict, trainer state or None) after verifying checksums.
+    Nothing is unpickled: safetensors for weights, weights_only=True for the rest."""
+    folder = Path(folder)
+    state = verify(folder)
+    try:
+        model_sd = load_file(str(folder / MODEL_FILE))
+        trainer = torch.load(folder / TRAINER_FILE, weights_only=True) if with_trainer else None
+    except (SafetensorError, RuntimeError, EOFError, OSError) as e:
+        raise ScratchLMError(f"checkpoint {folder} cannot be read ({str(e).splitlines()[0]}); use an earlier checkpoint") from None
+    return state, model_sd, trainer
+
+
+def load_model_weights(model: torch.nn.Module, model_sd: dict, where: str) -> None:
+    """Load weights, turning shape mismatches into one clear line."""
+    own = plain_state_dict(model)
+    missing = sorted(set(own) - set(model_sd))
+    unexpected = sorted(set(model_sd) - set(own))
+    wrong = [k for k in own if k in model_sd and own[k].shape != model_sd[k].shape]
+    if missing or unexpected or wrong:
+        detail = (f"{wrong[0]}: checkpoint {tuple(model_sd[wrong[0]].shape)} vs model {tuple(own[wrong[0]].shape)}" if wrong
+                  else f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}")
+        raise ScratchLMError(f"checkpoint {where} is for a different model shape ({detail}); "
+                             "use the same --model.* settings as the run that wrote it")
+    model.load_state_dict(model_sd, strict=False)  # lm_head.weight is tied to wte
+
+
+def step_checkpoints(ckpt_dir: Path) -> list[Path]:
+    return sorted(p for p in Path(ckpt_dir).glob("step_*") if p.is_dir())
+
+
+def latest_good_checkpoint(ckpt_dir: Path, warn=print) -> Path | None:
+    """Newest checkpoint (step_*, final) whose checksums verify; corrupt ones are skipped with a warning."""
+    ckpt_dir = Path(ckpt_dir)
+    candidates = [p for p in step_checkpoints(ckpt_dir)]
+    if (ckpt_dir / "final").is_dir():
+        candidates.append(ckpt_dir / "final")
+    best_step, best = -1, None
+    for p in candidates:
+        try:
+            st = verify(p)
+        except ScratchLMError as e:
+            warn(f"skipping {e}")
+            continue
+        if st["step"] > best_step:
+            best_step, best = st["step"], p
+    return best
+
+
+def prune(ckpt_dir: Path, keep_last: int) -> None:
+    for p in step_checkpoints(ckpt_dir)[:-keep_last]:
+        shutil.rmtree(p, ignore_errors=True)
+    for p in Path(ckpt_dir).glob(".tmp-*"):  # leftovers of a crashed write
+        if not p.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(p, ignore_errors=True)
