@@ -89,6 +89,27 @@ def cmd_train(args, rest, parser) -> int:
     return 0
 
 
+# Subcommands that parse their own arguments: name -> (module with main(argv) -> int, help)
+DELEGATED = {
+    "tokenizer": ("scratchlm.tokenizer.cli", "train / encode / decode / show a byte-level BPE tokenizer"),
+    "memory": ("scratchlm.train.memory", "estimate and measure training memory and speed for a config"),
+    "doctor": ("scratchlm.doctor.cli", "diagnose a run folder: the troubleshooting table, with evidence"),
+    "sweep": ("scratchlm.sweep", "learning-rate range test and grid sweep"),
+}
+
+
+def run_delegated(name: str, argv: list[str]) -> int:
+    import importlib
+
+    try:
+        module = importlib.import_module(DELEGATED[name][0])
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("scratchlm"):
+            raise ScratchLMError(f"'scratchlm {name}' is not available in this version") from None
+        raise
+    return module.main(argv)
+
+
 def cmd_sample(args) -> int:
     from .sample import sample_cli
 
@@ -106,12 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     sp = sub.add_parser("sample", help="generate text from a run folder or checkpoint")
     sp.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
     _sample_args(sp)
-    sub.add_parser("tokenizer", help="train / encode / decode / show a BPE tokenizer", add_help=False)
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     try:
-        if argv[:1] == ["tokenizer"]:
-            from .tokenizer.cli import main as tokenizer_main
-
-            return tokenizer_main(argv[1:])
+        if argv[:1] and argv[0] in DELEGATED:
+            return run_delegated(argv[0], argv[1:])
         args, rest = parser.parse_known_args(argv)
         if args.command is None:
             parser.print_help()

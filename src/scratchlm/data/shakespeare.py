@@ -14,7 +14,7 @@ The conversion, line by line (deterministic: same wheel, same text):
   * stage directions are dropped: whole lines (or runs of lines) in `_..._` or
     `*...*`, and inline ones such as `_\\[Aside]_`;
   * markdown escapes (`\\-`, `\\[`) and the two-space hard line break are removed;
-  * runs of blank lines collapse to one.
+  * blank lines appear only before a speaker, so each speech is one paragraph.
 The validation split holds out whole plays (see `VAL_PLAYS`), so the held-out
 loss measures generalisation to text the model has never seen, not memory.
 """
@@ -60,8 +60,8 @@ def convert_play(markdown: str) -> str:
             continue
         line = _INLINE_DIRECTION.sub("", line)
         line = _ESCAPE.sub(r"\1", line).replace("_", "")
-        line = _BRACKETED.sub("", line).strip()
-        if line or (out and out[-1]):
+        line = re.sub(r" {2,}", " ", _BRACKETED.sub("", line)).strip()
+        if line:  # blank lines come only before a speaker (a speech split by a direction stays whole)
             out.append(line)
     text = "\n".join(out).strip("\n")
     return re.sub(r"\n{3,}", "\n\n", text) + "\n"

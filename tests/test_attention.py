@@ -1,0 +1,65 @@
+"""Our written-out attention against PyTorch's fused scaled_dot_product_attention."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from scratchlm.model import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+
+
+def test_written_out_matches_sdpa_forward_and_backward():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 10, 8, dtype=torch.float32, requires_grad=True) for _ in range(3))
+    ours = scaled_dot_product_attention(q, k, v, causal_mask(10, 10))
+    ours.sum().backward()
+    g_ours = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    ref.sum().backward()
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_ours, (q.grad, k.grad, v.grad)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_weights_are_causal_rows_that_sum_to_one():
+    q, k, v = (torch.randn(1, 1, 5, 4) for _ in range(3))
+    _, w = scaled_dot_product_attention(q, k, v, causal_mask(5, 5), return_weights=True)
+    assert torch.allclose(w.sum(-1), torch.ones(1, 1, 5))
+    assert torch.all(w[0, 0].triu(diagonal=1) == 0)  # no looking at the future
+    # the first position can only see itself
+    assert w[0, 0, 0, 0] == 1.0
+    # unmasked scores are q·k/√d
+    s = (q @ k.transpose(-2, -1)) / math.sqrt(4)
+    assert torch.allclose(w[0, 0, 1, :2], torch.softmax(s[0, 0, 1, :2], -1))
+
+
+def test_mask_for_queries_at_the_end():
+    m = causal_mask(2, 5)
+    assert m.tolist() == [[True, True, True, True, False], [True, True, True, True, True]]
+
+
+def test_multihead_fast_path_equals_written_out_path():
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(32, 4)
+    x = torch.randn(3, 7, 32, requires_grad=True)
+    fast = attn(x)
+    fast.sum().backward()
+    g_fast = [p.grad.clone() for p in attn.parameters()] + [x.grad.clone()]
+    attn.zero_grad()
+    x.grad = None
+    attn.fast = False
+    slow = attn(x)
+    slow.sum().backward()
+    g_slow = [p.grad for p in attn.parameters()] + [x.grad]
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_fast, g_slow):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_capture_weights_for_visualisation():
+    attn = MultiHeadAttention(16, 2)
+    attn.capture_weights = True
+    attn(torch.randn(1, 6, 16))
+    assert attn.last_weights.shape == (1, 2, 6, 6)
