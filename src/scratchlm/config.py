@@ -117,6 +117,18 @@ def _flatten(d: dict, prefix="") -> dict:
     return out
 
 
+def _unflatten(flat: dict) -> dict:
+    """{'train.lr': 1e-3} -> {'train': {'lr': 1e-3}} (nested dicts pass through)."""
+    out: dict = {}
+    for key, value in _flatten(flat).items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
 def _check_keys(flat: dict) -> None:
     valid = set(_all_keys())
     for key in flat:
@@ -148,7 +160,7 @@ def build_config(preset: str | None = None, config_file: str | None = None, over
     if config_file:
         layers.append(load_toml(config_file))
     if isinstance(overrides, dict):
-        layers.append(overrides)
+        layers.append(_unflatten(overrides))
     elif overrides:
         flat = {}
         for item in overrides:
