@@ -49,6 +49,7 @@ def _train_parser(sub):
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last good checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-doctor", action="store_true", help="no live diagnostics (see `scratchlm doctor`)")
     return p
 
 
@@ -85,7 +86,7 @@ def cmd_train(args, rest, parser) -> int:
         preset = args.preset or (None if args.config else "default")
         cfg = build_config(preset, args.config, overrides)
         out = args.out or f"runs/{preset or Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_training(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, quiet=args.quiet)
+    run_training(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, quiet=args.quiet, diagnose=not args.no_doctor)
     return 0
 
 

@@ -35,8 +35,10 @@ def _separator_ids(tok) -> list[int]:
 
 def _encode_docs(tok, docs: list[str]) -> np.ndarray:
     sep = _separator_ids(tok)
-    enc = getattr(tok, "encode_batch", None)
-    encoded = enc(docs) if enc else [tok.encode(d) for d in docs]
+    if hasattr(tok, "encode_batch"):  # BPE: special-token text in a corpus is just text
+        encoded = tok.encode_batch(docs, disallowed_special=())
+    else:
+        encoded = [tok.encode(d) for d in docs]
     ids: list[int] = []
     for i, e in enumerate(encoded):
         if i:

@@ -31,6 +31,9 @@ def _registry():
         types["bpe"] = BPETokenizer
     except ImportError:  # pragma: no cover - only while bpe.py is being written
         pass
+    from .wordbpe import WordBPETokenizer
+
+    types["wordbpe"] = WordBPETokenizer
     return types
 
 

@@ -1,0 +1,258 @@
+"""Benchmark scratchlm's byte-level BPE against Hugging Face `tokenizers` and `tiktoken`.
+
+Run (the figures in docs/tokenizer.md come from the first line):
+
+    python benchmarks/bench_tokenizer.py
+    python benchmarks/bench_tokenizer.py --corpus shakespeare --vocab 4096     # quick
+
+For each corpus and vocabulary size, in this one process:
+  * training time: ours (`BPETokenizer.train`, fed documents) vs the Hugging Face BPE
+    trainer with the byte-level pre-tokenizer and the same split regex, fed the same
+    documents; ratio ours / theirs (below 1.0 = we are faster);
+  * whether the two learned the same merges, and bytes per token on held-out text;
+  * encode throughput on the held-out documents (MB/s): ours (fresh cache, then warm),
+    `tokenizers` (`encode_batch`, its threads), tiktoken running our ranks (the export);
+  * the GPT-4 pattern's gain over GPT-2's in bytes per token (ours, held-out);
+  * peak memory of training (resident memory above the baseline, workers included).
+
+Corpora: `shakespeare` is the built-in corpus (`scratchlm.data.shakespeare`), whole
+plays held out (the validation plays); `code` is the `.py` files of this Python's
+standard library, the first 20 MB for training and the next 2 MB held out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import sys
+import sysconfig
+import threading
+import time
+from pathlib import Path
+
+
+# ------------------------------------------------------------------------ corpora
+
+
+def shakespeare_corpus():
+    from scratchlm.data.shakespeare import load_plays, split_plays
+
+    plays = load_plays()
+    train, val = split_plays(plays)
+    return [plays[n] for n in train], [plays[n] for n in val]
+
+
+def code_corpus(train_mb: float = 20.0, held_mb: float = 2.0):
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts)
+    train, held, size = [], [], 0
+    for p in files:
+        try:
+            text = p.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        n = len(text.encode("utf-8"))
+        if size < train_mb * 1e6:
+            train.append(text)
+        elif size < (train_mb + held_mb) * 1e6:
+            held.append(text)
+        else:
+            break
+        size += n
+    return train, held
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+class PeakMemory:
+    """Sample the memory of this process and its worker processes every 5 ms.
+
+    Uses PSS (proportional set size): pages a forked worker shares with its parent
+    are counted once, not once per process.
+    """
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _pss(pid: int | str = "self") -> int:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _total(self) -> int:
+        total = self._pss()
+        try:
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{task}/children") as f:
+                    total += sum(self._pss(c) for c in f.read().split())
+        except OSError:
+            pass
+        return total
+
+    def __enter__(self):
+        gc.collect()
+        self.base = self._total()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._total())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._total())
+
+    @property
+    def mb(self) -> float:
+        return max(0, self.peak - self.base) / 1e6
+
+
+def mb(docs) -> float:
+    return sum(len(d.encode("utf-8")) for d in docs) / 1e6
+
+
+def hf_train(docs, vocab_size: int, pattern: str):
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(pattern), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(docs, trainer)
+    return tok
+
+
+def same_merges(ours, hf) -> bool:
+    import json
+
+    from scratchlm.tokenizer.bpe_train import bytes_to_unicode
+
+    b2u = bytes_to_unicode()
+    theirs = [m.split(" ") if isinstance(m, str) else m for m in json.loads(hf.to_str())["model"]["merges"]]
+    spell = lambda i: "".join(b2u[b] for b in ours.token_bytes(i))  # noqa: E731
+    return [[spell(a), spell(b)] for a, b in ours.merges] == theirs
+
+
+def best_of(fn, repeat: int):
+    """(best seconds, result) over `repeat` runs: the least disturbed run on a shared machine."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(name, train_docs, held_docs, vocab_sizes, repeat, workers):
+    from scratchlm.tokenizer.bpe import BPETokenizer
+    from scratchlm.tokenizer.export import to_tiktoken
+    from scratchlm.tokenizer.regex_patterns import GPT4_PATTERN
+
+    held_mb = mb(held_docs)
+    held_bytes = held_mb * 1e6
+    print(f"\n## {name}: train {mb(train_docs):.2f} MB in {len(train_docs)} documents, held out {held_mb:.2f} MB in {len(held_docs)}")
+    rows = []
+    for vs in vocab_sizes:
+        t_ours, ours = best_of(lambda: BPETokenizer.train(train_docs, vs, workers=workers), repeat)
+        t_hf, hf = best_of(lambda: hf_train(train_docs, vs, GPT4_PATTERN), repeat)
+        with PeakMemory() as m_ours:
+            BPETokenizer.train(train_docs, vs, workers=workers)
+        with PeakMemory() as m_hf:
+            hf_train(train_docs, vs, GPT4_PATTERN)
+
+        # encode throughput on held-out documents
+        # "fresh cache": a new copy each run (built outside the clock), so every chunk is encoded from scratch
+        fresh = [BPETokenizer.from_dict(ours.to_dict()) for _ in range(repeat)]
+
+        def ours_cold():
+            f = fresh.pop()
+            return [f.encode_ordinary(d) for d in held_docs]
+
+        t_cold, ids_ours = best_of(ours_cold, repeat)
+        t_warm, _ = best_of(lambda: [ours.encode_ordinary(d) for d in held_docs], repeat)
+        t_hf_enc, enc_hf = best_of(lambda: hf.encode_batch(held_docs), repeat)
+        enc = to_tiktoken(ours)
+        t_tt, ids_tt = best_of(lambda: enc.encode_ordinary_batch(held_docs), repeat)
+        t_tt1, _ = best_of(lambda: [enc.encode_ordinary(d) for d in held_docs], repeat)
+
+        n_ours = sum(map(len, ids_ours))
+        n_hf = sum(len(e.ids) for e in enc_hf)
+        gpt2 = BPETokenizer.train(train_docs, vs, pattern="gpt2", workers=workers)
+        n_gpt2 = sum(len(gpt2.encode_ordinary(d)) for d in held_docs)
+        row = dict(
+            vocab=vs,
+            t_ours=t_ours, t_hf=t_hf, same=same_merges(ours, hf),
+            bpt_ours=held_bytes / n_ours, bpt_hf=held_bytes / n_hf, bpt_gpt2=held_bytes / n_gpt2,
+            tt_equal=ids_tt == ids_ours,
+            mbs_cold=held_mb / t_cold, mbs_warm=held_mb / t_warm, mbs_hf=held_mb / t_hf_enc,
+            mbs_tt=held_mb / t_tt, mbs_tt1=held_mb / t_tt1,
+            mem_ours=m_ours.mb, mem_hf=m_hf.mb,
+        )
+        rows.append(row)
+        print(
+            f"vocab {vs}: train ours {t_ours:.2f} s, tokenizers {t_hf:.2f} s -> ratio {t_ours / t_hf:.2f}x "
+            f"(same merges: {'yes' if row['same'] else 'NO'}); peak memory ours {m_ours.mb:.0f} MB, tokenizers {m_hf.mb:.0f} MB\n"
+            f"  bytes/token held-out: ours {row['bpt_ours']:.4f}, tokenizers {row['bpt_hf']:.4f} "
+            f"({'equal' if n_ours == n_hf else 'DIFFERENT'}); GPT-2 pattern {row['bpt_gpt2']:.4f} "
+            f"-> GPT-4 pattern gain {100 * (row['bpt_ours'] / row['bpt_gpt2'] - 1):+.2f}%\n"
+            f"  encode MB/s: ours {row['mbs_cold']:.2f} (fresh cache) / {row['mbs_warm']:.2f} (warm), "
+            f"tokenizers {row['mbs_hf']:.2f} -> ratio {row['mbs_cold'] / row['mbs_hf']:.2f}x; "
+            f"tiktoken (our ranks) {row['mbs_tt']:.2f} batch / {row['mbs_tt1']:.2f} one thread, "
+            f"ids equal to ours: {'yes' if row['tt_equal'] else 'NO'}"
+        )
+        sys.stdout.flush()
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus", default="shakespeare,code", help="comma-separated: shakespeare, code")
+    p.add_argument("--vocab", default="4096,16384", help="comma-separated vocabulary sizes")
+    p.add_argument("--code-mb", type=float, default=20.0, help="MB of stdlib code to train on (default 20)")
+    p.add_argument("--repeat", type=int, default=3, help="time each step this many times, keep the best")
+    p.add_argument("--workers", type=int, default=None, help="processes for our chunk counting (default: all cores)")
+    args = p.parse_args(argv)
+
+    import tiktoken
+    import tokenizers
+
+    print(
+        f"# tokenizer benchmark: Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"tokenizers {tokenizers.__version__}, tiktoken {tiktoken.__version__}"
+    )
+    print(f"# command: python benchmarks/bench_tokenizer.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
+    vocab_sizes = [int(v) for v in args.vocab.split(",") if v]
+    for name in [c.strip() for c in args.corpus.split(",") if c.strip()]:
+        if name == "shakespeare":
+            train, held = shakespeare_corpus()
+        elif name == "code":
+            train, held = code_corpus(args.code_mb)
+        else:
+            p.error(f"unknown corpus {name!r}")
+        run(name, train, held, vocab_sizes, args.repeat, args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

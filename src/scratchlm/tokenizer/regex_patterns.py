@@ -1,0 +1,84 @@
+"""The split patterns: how text is cut into chunks before BPE ever sees it.
+
+BPE merges never cross a chunk boundary. Splitting first keeps a word and the
+punctuation after it apart ("dog." and "dog!" share the token " dog"), keeps
+letters apart from digits, and bounds how long a token can get.
+
+Two patterns are built in, written for the `regex` package (it knows `\\p{L}`,
+"any letter in any script", and possessive quantifiers such as `?+`):
+
+* GPT-2: a leading space sticks to the next word (" world"), the English
+  contractions are their own chunks ("'s", "'ll"), numbers of any length are one
+  chunk.
+* GPT-4 (cl100k_base, the default): contractions are case-insensitive, digits
+  come in groups of at most three (so "2024" is "202" + "4" and a vocabulary does
+  not waste slots on every year), any single non-letter may lead a word
+  ("(word", "_name"), and punctuation runs swallow the newlines after them.
+
+These are the same strings tiktoken and Hugging Face use, so an export of our
+tokenizer splits text exactly as we do.
+"""
+
+from __future__ import annotations
+
+import regex
+
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+GPT4_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
+
+PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
+
+
+def resolve_pattern(pattern: str) -> str:
+    """'gpt2' / 'gpt4' -> the built-in regex; anything else is taken as a regex itself."""
+    from ..errors import ScratchLMError
+
+    text = PATTERNS.get(pattern, pattern)
+    if not isinstance(text, str) or not text:
+        raise ScratchLMError("the split pattern must be 'gpt2', 'gpt4' or a non-empty regex")
+    try:
+        regex.compile(text)
+    except regex.error as e:
+        raise ScratchLMError(f"the split pattern {pattern!r} is not a valid regex: {e}") from None
+    return text
+
+
+def pattern_name(pattern: str) -> str | None:
+    """The built-in name of a pattern string, or None for a custom pattern."""
+    for name, text in PATTERNS.items():
+        if text == pattern:
+            return name
+    return None
+
+
+# For counting chunks in parallel we cut one long text into pieces. A cut is only
+# allowed where every built-in pattern is guaranteed to end a chunk: right after a
+# single newline that sits between a non-space and a letter ("...speak.\nALL").
+# No alternative of either pattern matches a newline and then a letter, the newline
+# cannot join a whitespace run (the character before it is not a space), and the
+# look-ahead `\s+(?!\S)` sees the same thing at the end of a piece as before the
+# letter. So each piece splits exactly as it would inside the whole text. Custom
+# patterns give no such guarantee and are counted in one piece.
+_SAFE_CUT = regex.compile(r"(?<=\S)\n(?=\p{L})")
+
+
+def split_for_workers(text: str, pattern: str, pieces: int) -> list[str]:
+    """Cut `text` into about `pieces` parts whose chunks are those of the whole text."""
+    if pieces <= 1 or pattern_name(pattern) is None:
+        return [text]
+    out, start, step = [], 0, max(1, len(text) // pieces)
+    while start < len(text):
+        target = start + step
+        if target >= len(text):
+            out.append(text[start:])
+            break
+        m = _SAFE_CUT.search(text, target)
+        if m is None:
+            out.append(text[start:])
+            break
+        out.append(text[start : m.end()])
+        start = m.end()
+    return out

@@ -1,0 +1,416 @@
+"""Byte-level BPE: training (fast == textbook), encoding, special tokens, save/load, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import scratchlm.tokenizer.bpe as bpe_module
+import scratchlm.tokenizer.bpe_train as bpe_train
+from scratchlm.errors import ScratchLMError
+from scratchlm.tokenizer import load_tokenizer, save_tokenizer, tokenizer_hash
+from scratchlm.tokenizer.bpe import BPETokenizer, DisallowedSpecialTokenError, StreamDecoder
+from scratchlm.tokenizer.bpe_train import count_chunks, learn_merges
+from scratchlm.tokenizer.naive import train_naive
+from scratchlm.tokenizer.regex_patterns import GPT2_PATTERN, GPT4_PATTERN, split_for_workers
+
+# A small corpus with the things that break tokenizers: several scripts, emoji
+# (4-byte characters, ZWJ sequences), combining marks, CRLF, tabs, runs of spaces,
+# digits, a NUL byte, code.
+MIXED = (
+    "FIRST CITIZEN:\nBefore we proceed any further, hear me speak.\r\n\r\n"
+    "ALL:\n\tSpeak, speak.   Speak!!\n\n"
+    "def f(x):\n    return x ** 2  # square\n\n"
+    "東京は日本の首都です。北京是中国的首都。\n"
+    "naïve café — e\u0301 a\u0308 Å résumé\n"
+    "emoji 🤖🤖 👩‍👩‍👧 🇫🇷 ok\n"
+    "numbers 2024 3.14159 1,000,000\n"
+    "nul\x00byte and trailing spaces   \n"
+    "Привет, мир! مرحبا بالعالم\n"
+)
+CORPUS = MIXED * 30
+
+
+@pytest.fixture(scope="module")
+def tok() -> BPETokenizer:
+    return BPETokenizer.train(CORPUS, vocab_size=450, special_tokens=("<|endoftext|>", "<|pad|>"))
+
+
+# ------------------------------------------------------------------ known example
+
+
+def test_aaabdaaabac_wikipedia_example():
+    # aa -> Z, ab -> Y, ZY -> X: "aaabdaaabac" becomes X d X a c
+    t = BPETokenizer.train("aaabdaaabac", vocab_size=256 + 3, special_tokens=())
+    assert t.merges == [(97, 97), (97, 98), (256, 257)]
+    assert [t.token_bytes(i) for i in (256, 257, 258)] == [b"aa", b"ab", b"aaab"]
+    assert t.encode("aaabdaaabac") == [258, ord("d"), 258, ord("a"), ord("c")]
+    assert t.decode([258, 100]) == "aaabd"
+    assert t.vocab_size == 259
+
+
+def test_vocab_size_counts_bytes_merges_and_specials(tok):
+    assert tok.vocab_size == 450 == 256 + len(tok.merges) + 2
+    assert tok.special_tokens == {"<|endoftext|>": 448, "<|pad|>": 449}
+    assert tok.type == "bpe"
+
+
+def test_small_corpus_runs_out_of_merges():
+    t = BPETokenizer.train("ab ab", vocab_size=1000, special_tokens=())
+    # chunks "ab", " ab": merges (a,b) then (" ", ab) and nothing is left to merge
+    assert t.merges == [(97, 98), (32, 256)]
+    assert t.vocab_size == 258
+
+
+def test_vocab_too_small_is_a_clear_error():
+    with pytest.raises(ScratchLMError, match="too small"):
+        BPETokenizer.train("hello", vocab_size=200)
+
+
+def test_bad_pattern_is_a_clear_error():
+    with pytest.raises(ScratchLMError, match="not a valid regex"):
+        BPETokenizer.train("hello", vocab_size=300, pattern="([")
+
+
+# --------------------------------------------------------------- fast == textbook
+
+SMALL_CORPORA = [
+    "aaabdaaabac",
+    "a" * 50 + " " + "aa " * 20 + "aaa aaaa",
+    MIXED,
+    "the cat sat on the mat; the rat ate the cat's hat\n" * 5,
+    "".join(random.Random(0).choice("ab \n") for _ in range(2000)),
+    "def f(x):\n\treturn x\r\n\r\n    \t \n" * 10 + "1234567 89 00000",
+]
+
+
+@pytest.mark.parametrize("pattern", ["gpt4", "gpt2", r"\S+|\s+"])
+@pytest.mark.parametrize("corpus", range(len(SMALL_CORPORA)))
+def test_fast_trainer_matches_naive_merge_for_merge(corpus, pattern):
+    text = SMALL_CORPORA[corpus]
+    naive = train_naive(text, 150, pattern=pattern)
+    fast = BPETokenizer.train(text, vocab_size=256 + 150, pattern=pattern, special_tokens=()).merges
+    assert len(fast) > 5
+    assert fast == naive
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(alphabet=st.sampled_from("aab c\n\t"), max_size=300), st.integers(1, 60))
+def test_fast_trainer_matches_naive_on_random_corpora(text, n):
+    counts = count_chunks(text, GPT4_PATTERN, workers=1)
+    assert learn_merges(counts, n) == train_naive(text, n)
+
+
+def test_documents_never_merge_across_boundaries():
+    docs = ["ab", "ab", "ab"]
+    joined = BPETokenizer.train("ababab", vocab_size=260, pattern=r".+", special_tokens=())
+    separate = BPETokenizer.train(docs, vocab_size=260, pattern=r".+", special_tokens=())
+    assert separate.merges == [(97, 98)]  # nothing to merge after "ab"
+    assert len(joined.merges) > 1  # "ab"+"ab" merges too when it is one chunk
+
+
+def test_training_is_deterministic_across_runs(tok):
+    again = BPETokenizer.train(CORPUS, vocab_size=450, special_tokens=("<|endoftext|>", "<|pad|>"))
+    assert again.merges == tok.merges
+    assert tokenizer_hash(again) == tokenizer_hash(tok)
+
+
+def test_training_is_deterministic_across_processes(tok):
+    # Another interpreter, with other hash seeds (so other dict and set orders),
+    # must learn the same merges.
+    src = (
+        "import json, sys\n"
+        "from scratchlm.tokenizer.bpe import BPETokenizer\n"
+        "corpus = json.loads(sys.stdin.read())\n"
+        "t = BPETokenizer.train(corpus, vocab_size=450, special_tokens=('<|endoftext|>', '<|pad|>'), workers=1)\n"
+        "print(json.dumps(t.merges))\n"
+    )
+    for seed in ("1", "12345"):
+        out = subprocess.run(
+            [sys.executable, "-c", src], input=json.dumps(CORPUS), capture_output=True, text=True, check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        assert [tuple(m) for m in json.loads(out.stdout)] == tok.merges
+
+
+def test_parallel_counting_equals_serial(monkeypatch):
+    text = (MIXED + "word\nNext line\n  indented\nX\n") * 200
+    monkeypatch.setattr(bpe_train, "PARALLEL_MIN_CHARS", 1000)
+    for pattern in (GPT4_PATTERN, GPT2_PATTERN):
+        pieces = split_for_workers(text, pattern, 7)
+        assert len(pieces) > 3 and "".join(pieces) == text
+        serial = count_chunks(text, pattern, workers=1)
+        assert count_chunks(text, pattern, workers=2) == serial
+    docs = [MIXED[i:] for i in range(0, 400, 7)] * 40
+    orig = bpe_train._batches
+    monkeypatch.setattr(bpe_train, "_batches", lambda d, n: orig(d, 2000))  # many small batches
+    assert count_chunks(docs, GPT4_PATTERN, workers=2) == count_chunks(docs, GPT4_PATTERN, workers=1)
+
+
+def test_train_accepts_paths_and_iterables(tmp_path):
+    p = tmp_path / "c.txt"
+    p.write_bytes(CORPUS.encode("utf-8"))  # "\r\n" must survive reading
+    from_path = BPETokenizer.train(p, vocab_size=400)
+    from_str = BPETokenizer.train(CORPUS, vocab_size=400)
+    from_iter = BPETokenizer.train(iter([CORPUS]), vocab_size=400)
+    assert from_path.merges == from_str.merges == from_iter.merges
+    assert from_path.meta["corpus_sha256"] == from_iter.meta["corpus_sha256"]
+
+
+# ------------------------------------------------------------------ round trips
+
+FRAGMENTS = [
+    "🤖", "👩‍👩‍👧", "🇫🇷", "東京", "中文字符", "e\u0301", "a\u0308\u0323", "\r\n", "\t", "\x00",
+    "   ", " ", "\n\n", "Hello", " world", "'s", "'LL", "2024", "3.14", "<|endoftext|>", "\u200b", "\ufeff",
+]
+
+texty = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=20)), max_size=30).map("".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texty)
+def test_round_trip_arbitrary_text(tok, text):
+    ids = tok.encode(text, disallowed_special=())
+    assert tok.decode(ids) == text
+    assert all(0 <= i < 448 for i in ids)  # ordinary text never yields a special id
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200))
+def test_round_trip_arbitrary_bytes(tok, data):
+    assert tok.decode_bytes(tok.encode_bytes(data)) == data
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["a", " ", "\n", "\t", "🤖", "é", "ab", "  \n", "0"]), st.integers(1, 3000))
+def test_round_trip_long_runs(tok, unit, n):
+    text = unit * n
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_very_long_run_is_not_quadratic(tok):
+    import time
+
+    for unit in (" ", "a", "=", "\n"):
+        text = unit * 100_000
+        t0 = time.perf_counter()
+        ids = tok.encode(text)
+        assert time.perf_counter() - t0 < 5.0
+        assert tok.decode(ids) == text
+        assert len(ids) < 100_000 or unit in "a="  # spaces and newlines have merges in CORPUS
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=st.sampled_from("   \n\t\r"), min_size=1, max_size=600))
+def test_heap_path_equals_simple_path(tok, chunk):
+    w = chunk.encode().decode("latin-1")
+    old = bpe_module.LONG_CHUNK
+    try:
+        bpe_module.LONG_CHUNK = 10**9
+        simple = tok._encode_chunk(chunk)
+    finally:
+        bpe_module.LONG_CHUNK = old
+    assert tok._encode_long(w) == simple
+
+
+def test_encoding_reproduces_the_training_segmentation():
+    # Encoding a training chunk must give what the trainer ended with: replay
+    # the naive trainer's merges on its chunks and compare.
+    from scratchlm.tokenizer.naive import merge
+
+    text = SMALL_CORPORA[3] + SMALL_CORPORA[5]
+    t = BPETokenizer.train(text, vocab_size=256 + 80, special_tokens=())
+    import regex
+
+    for chunk in set(regex.findall(GPT4_PATTERN, text)):
+        ids = list(chunk.encode())
+        for r, pair in enumerate(t.merges):
+            ids = merge(ids, pair, 256 + r)
+        assert t.encode(chunk) == ids
+
+
+def test_encode_batch_equals_encode(tok, monkeypatch):
+    texts = [MIXED[i:] * 3 for i in range(0, 300, 11)]
+    monkeypatch.setattr(bpe_module, "PARALLEL_MIN_CHARS", 100)
+    assert tok.encode_batch(texts, workers=2) == [tok.encode(t) for t in texts]
+    assert tok.encode_batch(texts, workers=1) == [tok.encode(t) for t in texts]
+
+
+def test_cache_does_not_change_results(tok):
+    fresh = BPETokenizer.from_dict(tok.to_dict())
+    a = fresh.encode(MIXED)
+    assert fresh.encode(MIXED) == a == tok.encode(MIXED)
+
+
+def test_decode_accepts_numpy_and_torch(tok):
+    import numpy as np
+    import torch
+
+    ids = tok.encode("Speak, speak.")
+    assert tok.decode(np.array(ids)) == tok.decode(torch.tensor(ids)) == "Speak, speak."
+
+
+def test_decode_of_unknown_id_is_a_clear_error(tok):
+    with pytest.raises(ScratchLMError, match="outside"):
+        tok.decode([1, 2, tok.vocab_size])
+    with pytest.raises(ScratchLMError, match="outside"):
+        tok.decode([-1])
+
+
+# --------------------------------------------------------------------- streaming
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texty)
+def test_stream_decoder_never_breaks_a_character(tok, text):
+    ids = tok.encode(text, disallowed_special=())
+    dec = tok.stream_decoder()
+    pieces = [dec.feed(i) for i in ids]
+    pieces.append(dec.flush())
+    assert "".join(pieces) == text
+    if "\ufffd" not in text:
+        assert all("\ufffd" not in p for p in pieces)
+
+
+def test_stream_decoder_holds_partial_character():
+    t = BPETokenizer([], special_tokens=())  # bytes only: an emoji is 4 tokens
+    dec = StreamDecoder(t)
+    ids = list("🤖".encode())
+    assert [dec.feed(i) for i in ids] == ["", "", "", "🤖"]
+    assert dec.feed(ids[:2]) == "" and dec.flush() == "\ufffd"  # a truly cut-off character
+
+
+# ---------------------------------------------------------------- special tokens
+
+
+def test_special_token_injection_is_refused_by_default(tok):
+    text = "user says <|endoftext|> and more"
+    with pytest.raises(DisallowedSpecialTokenError, match="special token"):
+        tok.encode(text)
+    with pytest.raises(ScratchLMError):  # it is a ScratchLMError (and a ValueError, like tiktoken's)
+        tok.encode("<|pad|>")
+    assert issubclass(DisallowedSpecialTokenError, ValueError)
+
+
+def test_special_tokens_as_plain_text_or_allowed(tok):
+    text = "a<|endoftext|>b<|pad|>"
+    plain = tok.encode(text, disallowed_special=())
+    assert plain == tok.encode_ordinary(text)
+    assert 448 not in plain and 449 not in plain and tok.decode(plain) == text
+    allowed = tok.encode(text, allowed_special="all")
+    assert allowed == tok.encode("a") + [448] + tok.encode("b") + [449]
+    assert tok.decode(allowed) == text
+    # allow one, refuse the other
+    with pytest.raises(DisallowedSpecialTokenError, match="<\\|pad\\|>"):
+        tok.encode(text, allowed_special={"<|endoftext|>"})
+    one = tok.encode(text, allowed_special={"<|endoftext|>"}, disallowed_special=())
+    assert one.count(448) == 1 and 449 not in one
+
+
+def test_unknown_special_name_is_an_error(tok):
+    with pytest.raises(ScratchLMError, match="not special tokens"):
+        tok.encode("x", allowed_special={"<|nope|>"})
+
+
+def test_user_defined_special_tokens():
+    t = BPETokenizer.train(CORPUS, vocab_size=400, special_tokens=("<|im_start|>", "<|im_end|>", "<|endoftext|>"))
+    ids = t.encode("<|im_start|>hi<|im_end|>", allowed_special="all")
+    assert ids[0] == 397 and ids[-1] == 398 and t.vocab_size == 400
+    with pytest.raises(ScratchLMError, match="twice"):
+        BPETokenizer([], special_tokens=("<|x|>", "<|x|>"))
+
+
+# -------------------------------------------------------------------- save / load
+
+
+def test_save_load_identity(tok, tmp_path):
+    path = tmp_path / "tok.json"
+    tok.save(path)
+    d = json.loads(path.read_text(encoding="utf-8"))
+    assert d["format"] == "scratchlm-tokenizer" and d["version"] == 1 and d["type"] == "bpe"
+    assert d["pattern"] == GPT4_PATTERN and d["pattern_name"] == "gpt4"
+    assert "corpus_sha256" in d["meta"] and "training_seconds" in d["meta"]
+    back = load_tokenizer(path)
+    assert isinstance(back, BPETokenizer)
+    assert back.to_dict() == tok.to_dict()
+    assert back.encode(MIXED) == tok.encode(MIXED)
+    assert tokenizer_hash(back) == tokenizer_hash(tok)
+    # the package-level writer round-trips too
+    save_tokenizer(tok, tmp_path / "b.json")
+    assert BPETokenizer.load(tmp_path / "b.json").merges == tok.merges
+
+
+def test_hash_ignores_metadata(tok):
+    d = tok.to_dict(include_meta=False)
+    assert "meta" not in d
+    other = BPETokenizer.from_dict({**tok.to_dict(), "meta": {"training_seconds": 123}})
+    assert tokenizer_hash(other) == tokenizer_hash(tok)
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda d: d.update(version=2), "version"),
+        (lambda d: d.update(merges=[[1, 2, 3]]), "merges"),
+        (lambda d: d["merges"].__setitem__(0, [300, 1]), "do not exist"),
+        (lambda d: d.update(special_tokens={"<|endoftext|>": 5}), "special token ids"),
+        (lambda d: d.pop("pattern"), "pattern"),
+        (lambda d: d.update(pattern="(["), "regex"),
+        (lambda d: d.update(type="char"), "type"),
+    ],
+)
+def test_corrupt_content_is_a_clear_error(tok, corrupt, message):
+    d = tok.to_dict()
+    corrupt(d)
+    with pytest.raises(ScratchLMError, match=message):
+        BPETokenizer.from_dict(d)
+
+
+def test_corrupt_file_is_a_clear_error(tok, tmp_path):
+    path = tmp_path / "tok.json"
+    tok.save(path)
+    path.write_text(path.read_text(encoding="utf-8")[:-50], encoding="utf-8")  # truncated
+    with pytest.raises(ScratchLMError, match="corrupt"):
+        BPETokenizer.load(path)
+    with pytest.raises(ScratchLMError, match="not found"):
+        BPETokenizer.load(tmp_path / "missing.json")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_train_encode_decode_show(tmp_path, capsys):
+    from scratchlm.tokenizer.cli import main, render_tokens
+
+    data = tmp_path / "corpus.txt"
+    data.write_bytes(CORPUS.encode("utf-8"))
+    out = tmp_path / "tok.json"
+    assert main(["train", "--data", str(data), "--vocab-size", "400", "--out", str(out), "--no-progress"]) == 0
+    assert "bytes/token" in capsys.readouterr().out
+    t = BPETokenizer.load(out)
+    assert t.vocab_size == 400
+
+    assert main(["encode", "-t", str(out), "Speak, speak. 🤖"]) == 0
+    ids = [int(x) for x in capsys.readouterr().out.split()]
+    assert ids == t.encode("Speak, speak. 🤖")
+
+    assert main(["decode", "-t", str(out), *map(str, ids)]) == 0
+    assert capsys.readouterr().out == "Speak, speak. 🤖\n"
+
+    assert main(["show", "-t", str(out), "Speak, speak.", "--ids"]) == 0
+    shown = capsys.readouterr().out
+    assert "\x1b[" in shown and "tokens" in shown
+    plain = render_tokens(t, t.encode("Speak, speak."), colour=False)
+    assert plain.replace("|", "") == "Speak, speak." and plain.count("|") == len(t.encode("Speak, speak.")) - 1
+
+    with pytest.raises(DisallowedSpecialTokenError):
+        main(["encode", "-t", str(out), "<|endoftext|>"])
+    assert main(["encode", "-t", str(out), "<|endoftext|>", "--allowed-special", "all"]) == 0
+    assert capsys.readouterr().out.split() == ["399"]

@@ -1,0 +1,52 @@
+"""The classic word-level BPE (Sennrich et al.): the paper's example and its unknown-character problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from scratchlm.errors import ScratchLMError
+from scratchlm.tokenizer.bpe import BPETokenizer
+from scratchlm.tokenizer.wordbpe import EOW, UNK, WordBPETokenizer
+
+# The toy vocabulary of the paper: low x5, lower x2, newest x6, widest x3.
+PAPER = " ".join(["low"] * 5 + ["lower"] * 2 + ["newest"] * 6 + ["widest"] * 3)
+
+
+def test_paper_example_merges():
+    t = WordBPETokenizer.train(PAPER, num_merges=5)
+    assert t.merges == [("e", "s"), ("es", "t"), ("est", EOW), ("l", "o"), ("lo", "w")]
+    assert t.tokenize("lowest") == ["low", "est</w>"]  # a word never seen, built from known parts
+    assert t.tokenize("newer") == ["n", "e", "w", "e", "r", EOW]
+
+
+def test_round_trip_for_known_characters():
+    text = "the cat sat on the mat and the rat sat on the hat"
+    t = WordBPETokenizer.train(text * 3, num_merges=30)
+    ids = t.encode(text)
+    assert t.decode(ids) == text
+    assert t.vocab_size == len(set(text.replace(" ", ""))) + 2 + len(t.merges)  # + <unk> and </w>
+
+
+def test_unknown_characters_are_lost():
+    t = WordBPETokenizer.train(PAPER, num_merges=10)
+    text = "lowest 🤖 naïve"
+    toks = t.tokenize(text)
+    assert UNK in toks
+    assert t.decode(t.encode(text)) != text  # the emoji and 'ï' are gone for good
+    assert t.unknown_fraction(text) > 0.2
+    # byte-level BPE trained on the same text has no such problem
+    b = BPETokenizer.train(PAPER, vocab_size=270, special_tokens=())
+    assert b.decode(b.encode(text)) == text
+
+
+def test_whitespace_is_collapsed():
+    t = WordBPETokenizer.train(PAPER, num_merges=10)
+    assert t.decode(t.encode("low\t\tlow\n  lower")) == "low low lower"
+
+
+def test_save_load():
+    t = WordBPETokenizer.train(PAPER, num_merges=8)
+    back = WordBPETokenizer.from_dict(t.to_dict())
+    assert back.encode("lowest newer") == t.encode("lowest newer")
+    with pytest.raises(ScratchLMError):
+        WordBPETokenizer.from_dict({"version": 9})
