@@ -54,10 +54,17 @@ class TrainConfig:
     log_interval: int = 10
     checkpoint_interval: int = 0  # steps between checkpoints; 0 = at each evaluation
     keep_last: int = 2  # step checkpoints kept besides best/ and final/
+    keep_best: bool = True  # also keep best/: the checkpoint with the lowest validation loss
+    guard: bool = True  # skip steps whose loss or gradient norm is NaN/Inf or spikes (train/guard.py)
+    guard_k: float = 6.0  # a spike: more than k standard deviations above the recent mean
+    guard_window: int = 50  # steps in the running window the mean and std come from
+    guard_max_bad: int = 3  # this many bad steps in a row: roll back to the last good checkpoint
+    guard_lr_factor: float = 1.0  # multiply the learning rate by this at each rollback (1 = keep it)
     dtype: str = "auto"  # auto | bf16 | fp16 | fp32
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     compile: bool = False
     activation_checkpointing: str = "none"  # none | blocks | every_<k>
+    fsdp: bool = False  # under torchrun: shard weights, gradients and AdamW state over ranks (FSDP) instead of DDP
     seed: int = 1337
     threads: int = 0  # CPU threads for torch; 0 = one per physical core
 
@@ -217,6 +224,10 @@ def validate(cfg: RunConfig) -> None:
     _require(t.eval_interval > 0, "train.eval_interval", "must be positive", t.eval_interval)
     _require(t.eval_tokens > 0, "train.eval_tokens", "must be positive", t.eval_tokens)
     _require(t.keep_last >= 1, "train.keep_last", "must be >= 1", t.keep_last)
+    _require(t.guard_k > 0, "train.guard_k", "standard deviations, must be positive", t.guard_k)
+    _require(t.guard_window >= 2, "train.guard_window", "must be >= 2 steps", t.guard_window)
+    _require(t.guard_max_bad >= 1, "train.guard_max_bad", "must be >= 1", t.guard_max_bad)
+    _require(0.0 < t.guard_lr_factor <= 1.0, "train.guard_lr_factor", "must be in (0, 1]", t.guard_lr_factor)
     _require(t.dtype in ("auto", "bf16", "fp16", "fp32"), "train.dtype", "auto, bf16, fp16 or fp32", t.dtype)
     ac = t.activation_checkpointing
     _require(ac in ("none", "blocks") or (ac.startswith("every_") and ac[6:].isdigit() and int(ac[6:]) > 0),

@@ -10,14 +10,19 @@ from .events import Events
 
 
 def run_training(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-                 quiet: bool = False, events: Events | None = None, sample: bool = True) -> dict:
-    """The whole job: prepare the run folder, train, evaluate, sample, summarise."""
+                 quiet: bool = False, events: Events | None = None, sample: bool = True, diagnose: bool = True) -> dict:
+    """The whole job: prepare the run folder, train, evaluate, sample, summarise.
+    `diagnose`: attach the doctor's live detectors (findings go to diagnostics.jsonl)."""
     from ..errors import ScratchLMError
     from . import checkpoint as ckpt
     from .loop import Trainer
     from .prepare import prepare
     from .runtime import set_threads, setup_runtime, teardown
 
+    if diagnose:  # imported here, never by the loop: the core does not depend on the doctor
+        from ..doctor.live import attach
+
+        events = attach(events if events is not None else Events(), quiet=quiet)
     tc = cfg.train if cfg is not None else None
     rt = setup_runtime(tc if tc is not None else RunConfig().train)
     try:
@@ -34,6 +39,8 @@ def run_training(cfg: RunConfig | None, out: str | Path, *, resume: bool = False
             if latest is None:
                 raise ScratchLMError(f"{p.run_dir} has no complete checkpoint to resume from")
             trainer.load(latest)
+            # metrics.jsonl may hold steps past this checkpoint (from a crash): they are redone
+            trainer.log({"event": "resume", "step": trainer.step, "checkpoint": latest.name})
             say(f"resuming from {latest} (step {trainer.step})")
         for line in p.notes + trainer.describe():
             say(line)

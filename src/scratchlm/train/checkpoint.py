@@ -10,13 +10,19 @@
 A checkpoint is written to a hidden temporary folder, every file fsynced, then
 renamed into place: a crash or a full disk mid-write leaves the previous
 checkpoint untouched. `best/` and `final/` are kept besides the last `keep_last`.
+
+Everything that can go wrong on load (a truncated or corrupt file, a checkpoint of
+another model shape or tokenizer, a file that would run code if unpickled) ends in
+one `ScratchLMError` line saying which and what to do, never a torch traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -80,11 +86,37 @@ def set_rng_state(js: dict, tensors: dict) -> None:
         torch.cuda.set_rng_state_all(tensors["cuda"])
 
 
+def _disk_full(e: BaseException, where: Path) -> bool:
+    """Did this write fail because the disk (or quota) is full? torch.save reports a
+    full disk as a RuntimeError from its zip writer, so also look at the free space."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(e, (OSError, RuntimeError)):
+        try:
+            return shutil.disk_usage(where).free < (64 << 20)
+        except OSError:
+            return False
+    return False
+
+
 def save_checkpoint(folder: Path, model_sd: dict, optimizer_sd: dict | None, state: dict) -> Path:
-    """Write a checkpoint folder atomically; returns its path."""
+    """Write a checkpoint folder atomically; returns its path.
+    A full disk gives a ScratchLMError; the previous checkpoints are left as they were."""
     folder = Path(folder)
     parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _save(folder, parent, model_sd, optimizer_sd, state)
+    except (OSError, RuntimeError) as e:
+        if not _disk_full(e, parent):
+            raise
+        kept = [p.name for p in step_checkpoints(parent)] + [n for n in ("best", "final") if (parent / n).is_dir()]
+        raise ScratchLMError(f"disk full while writing checkpoint {folder} ({str(e).splitlines()[0]}); nothing was replaced "
+                             f"(kept: {', '.join(kept) or 'none'}). Free some space, then resume with: "
+                             f"scratchlm train --resume {parent.parent}") from None
+
+
+def _save(folder: Path, parent: Path, model_sd: dict, optimizer_sd: dict | None, state: dict) -> Path:
     tmp = parent / f".tmp-{folder.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -103,6 +135,8 @@ def save_checkpoint(folder: Path, model_sd: dict, optimizer_sd: dict | None, sta
         _fsync(tmp)
         old = None
         if folder.exists():  # replacing e.g. best/: move the old one aside first
+            # (a folder cannot be renamed over a non-empty one; a crash between these two
+            # renames leaves .old-NAME, which `recover` puts back)
             old = parent / f".old-{folder.name}-{os.getpid()}"
             os.replace(folder, old)
         os.replace(tmp, folder)
@@ -141,9 +175,19 @@ def load_checkpoint(folder: Path, with_trainer: bool = True) -> tuple[dict, dict
     state = verify(folder)
     try:
         model_sd = load_file(str(folder / MODEL_FILE))
-        trainer = torch.load(folder / TRAINER_FILE, weights_only=True) if with_trainer else None
-    except (SafetensorError, RuntimeError, EOFError, OSError) as e:
-        raise ScratchLMError(f"checkpoint {folder} cannot be read ({str(e).splitlines()[0]}); use an earlier checkpoint") from None
+    except (SafetensorError, RuntimeError, OSError) as e:
+        raise ScratchLMError(f"checkpoint {folder}: {MODEL_FILE} cannot be read ({str(e).splitlines()[0]}); use an earlier checkpoint") from None
+    trainer = None
+    if with_trainer:
+        try:
+            # weights_only=True: only tensors and plain containers; a pickled object that
+            # would run code on load is refused instead of executed
+            trainer = torch.load(folder / TRAINER_FILE, weights_only=True, map_location="cpu")
+        except pickle.UnpicklingError:
+            raise ScratchLMError(f"checkpoint {folder}: {TRAINER_FILE} holds objects other than tensors (it could run code "
+                                 "if loaded); refusing it. Use a checkpoint written by scratchlm") from None
+        except (RuntimeError, EOFError, OSError) as e:
+            raise ScratchLMError(f"checkpoint {folder}: {TRAINER_FILE} cannot be read ({str(e).splitlines()[0]}); use an earlier checkpoint") from None
     return state, model_sd, trainer
 
 
@@ -165,9 +209,24 @@ def step_checkpoints(ckpt_dir: Path) -> list[Path]:
     return sorted(p for p in Path(ckpt_dir).glob("step_*") if p.is_dir())
 
 
+def recover(ckpt_dir: Path) -> None:
+    """Put back a checkpoint that was moved aside (.old-NAME-PID) when a crash hit between
+    the two renames that replace it, and drop leftover temporary folders of dead writers."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return
+    for old in ckpt_dir.glob(".old-*"):
+        name = old.name[len(".old-"):].rsplit("-", 1)[0]
+        if not (ckpt_dir / name).exists():
+            os.replace(old, ckpt_dir / name)
+        elif not old.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def latest_good_checkpoint(ckpt_dir: Path, warn=print) -> Path | None:
     """Newest checkpoint (step_*, final) whose checksums verify; corrupt ones are skipped with a warning."""
     ckpt_dir = Path(ckpt_dir)
+    recover(ckpt_dir)
     candidates = [p for p in step_checkpoints(ckpt_dir)]
     if (ckpt_dir / "final").is_dir():
         candidates.append(ckpt_dir / "final")

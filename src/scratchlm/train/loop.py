@@ -16,7 +16,6 @@ import json
 import math
 import signal
 import time
-from collections import deque
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -30,39 +29,22 @@ from ..errors import ScratchLMError
 from ..model import GPT
 from . import checkpoint as ckpt
 from .events import Events
+from .guard import Guard, SpikeGuard, roll_back  # noqa: F401  (SpikeGuard lived here before)
 from .optim import lr_at, make_optimizer
-from .runtime import Runtime, all_reduce_sum
+from .flops import flops_per_token, mfu_hint, peak_flops
+from .runtime import Runtime, all_reduce_sum, fsdp_full_state, fsdp_load_state, fsdp_wrap
 
 
 def token_byte_lengths(tok, vocab_size: int) -> torch.Tensor:
     """UTF-8 bytes each token stands for (special tokens: 0, left out of bits per byte)."""
-    if hasattr(tok, "token_bytes"):
-        lengths = [len(b) for b in tok.token_bytes()]
+    if hasattr(tok, "token_bytes"):  # byte-level BPE: the bytes each id decodes to
+        lengths = [len(tok.token_bytes(i)) for i in range(tok.vocab_size)]
     else:
         lengths = [len(tok.decode([i]).encode("utf-8")) for i in range(tok.vocab_size)]
+    for special_id in (getattr(tok, "special_tokens", None) or {}).values():
+        lengths[special_id] = 0
     lengths += [0] * (vocab_size - len(lengths))
     return torch.tensor(lengths, dtype=torch.float64)
-
-
-class SpikeGuard:
-    """Flags a step whose loss or gradient norm is non-finite, or whose loss is more than
-    `k` standard deviations above the recent window (a spike)."""
-
-    def __init__(self, window: int = 50, k: float = 6.0):
-        self.losses: deque[float] = deque(maxlen=window)
-        self.k = k
-
-    def check(self, loss: float, grad_norm: float) -> str | None:
-        if not math.isfinite(loss):
-            return "non-finite loss"
-        if not math.isfinite(grad_norm):
-            return "non-finite gradient norm"
-        if len(self.losses) >= 20:
-            mean, std = float(np.mean(self.losses)), float(np.std(self.losses))
-            if loss > mean + self.k * max(std, 1e-3):
-                return f"loss spike ({loss:.3f} > mean {mean:.3f} + {self.k:g}·std {std:.3f})"
-        self.losses.append(loss)
-        return None
 
 
 class StopRequested:
@@ -106,23 +88,32 @@ class Trainer:
         if tc.batch_size % (micro * rt.world):
             raise ScratchLMError(f"train.batch_size={tc.batch_size} is not a multiple of micro_batch_size×ranks = {micro}×{rt.world}")
         self.micro, self.accum = micro, tc.batch_size // (micro * rt.world)
-        self.train_batches = Batches(data["train"], cfg.model.block_size, rt.device, tc.seed, rt.rank)
+        # No rank in the seed: micro-batches are numbered globally (rank × accum + micro), so
+        # 2 ranks × 2 micro-steps draw exactly the windows 1 process × 4 micro-steps draws.
+        self.train_batches = Batches(data["train"], cfg.model.block_size, rt.device, tc.seed)
         self.val_batches = Batches(data["val"], cfg.model.block_size, rt.device, tc.seed)
         self.token_bytes = token_byte_lengths(tok, cfg.model.vocab_size).to(rt.device)
-        self.optimizer, self.optimizer_kind = make_optimizer(self.model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), rt.device.type)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == "fp16")
         self._set_checkpointing(tc.activation_checkpointing)
+        self.fsdp = rt.distributed and tc.fsdp
+        if self.fsdp:  # shards the model in place; the optimizer must see the sharded parameters
+            fsdp_wrap(self.model, rt)
+        self.optimizer, self.optimizer_kind = make_optimizer(self.model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2),
+                                                             "fsdp" if self.fsdp else rt.device.type)
         if tc.compile:
             self.model = torch.compile(self.model)
-        if rt.distributed:
+        if rt.distributed and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.model = DDP(self.model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
+        self.flops_per_token = flops_per_token(cfg.model, self.raw_model.num_params())
+        self.peak_flops, self.peak_source = None, ""  # measured lazily: a CPU peak takes a second
         self.step = 0
         self.best_val = float("inf")
         self.warmup_end_progress = 0.0
         self.train_time = 0.0  # seconds spent training, carried across resumes
-        self.guard = SpikeGuard()
+        self.guard = Guard(tc)  # NaN/spike guard: skips bad steps, rolls back after guard_max_bad in a row
+        self.data_skip = 0  # data position = step + data_skip; a rollback moves it past bad batches
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.ckpt_dir = self.run_dir / "checkpoints"
 
@@ -156,10 +147,15 @@ class Trainer:
             f"weight decay {tc.weight_decay:g} on matrices, clip {tc.grad_clip:g}",
             f"device     {rt.device} — {rt.device_reason}; {torch.get_num_threads()} threads",
             f"dtype      {rt.dtype} — {rt.dtype_reason}",
+            f"compute    {self.flops_per_token / 1e6:.1f} MFLOP per token (6N + attention) = "
+            f"{self.flops_per_token * tps / 1e12:.2f} TFLOP per step; MFU is logged against the device's peak",
             f"loss       expect ≈ ln({cfg.model.vocab_size}) = {math.log(cfg.model.vocab_size):.2f} at step 0 (uniform guess)",
         ]
         if tc.activation_checkpointing != "none":
             lines.append(f"memory     activation checkpointing '{tc.activation_checkpointing}': blocks recompute activations in backward")
+        if rt.distributed:
+            lines.append("parallel   " + ("FSDP: weights, gradients and AdamW state sharded over ranks" if self.fsdp
+                                          else "DDP: a full copy per rank, gradients averaged on the last micro-step"))
         if tc.compile:
             lines.append("compile    torch.compile: the first steps are slow while kernels are generated")
         return lines
@@ -177,7 +173,10 @@ class Trainer:
         was_training = model.training
         model.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=self.rt.device)  # loss, tokens, bytes
-        for x, y in self.val_batches.eval_windows(self.cfg.train.eval_tokens, self.micro, self.rt.rank, self.rt.world):
+        # FSDP gathers weights inside forward (a collective): every rank must run the same
+        # batches, so under FSDP each rank evaluates all windows and the sums are averaged.
+        rank, world = (0, 1) if self.fsdp else (self.rt.rank, self.rt.world)
+        for x, y in self.val_batches.eval_windows(self.cfg.train.eval_tokens, self.micro, rank, world):
             with self.rt.autocast():
                 _, loss = model(x, y, reduction="none")
             nbytes = self.token_bytes[y.reshape(-1)]
@@ -186,6 +185,8 @@ class Trainer:
             sums[1] += counted.sum()
             sums[2] += nbytes.sum()
         all_reduce_sum(sums, self.rt)
+        if self.fsdp:
+            sums /= self.rt.world
         model.train(was_training)
         val_loss = (sums[0] / sums[1]).item()
         bpb = (sums[0] / (math.log(2) * sums[2])).item()
@@ -194,14 +195,20 @@ class Trainer:
     # ---- checkpoints ----------------------------------------------------------
     def _state(self) -> dict:
         return {"step": self.step, "best_val": self.best_val, "warmup_end_progress": self.warmup_end_progress,
-                "train_time": self.train_time, "guard_losses": list(self.guard.losses),
-                "config": to_dict(self.cfg), "tokenizer_hash": self.tok_hash, "data_position": {"step": self.step}}
+                "train_time": self.train_time, "guard": self.guard.state_dict(),
+                "config": to_dict(self.cfg), "tokenizer_hash": self.tok_hash,
+                "data_position": {"step": self.step, "skip": self.data_skip}}
 
     def save(self, name: str | None = None) -> Path | None:
+        if self.fsdp:  # gathering the shards is a collective: every rank takes part, rank 0 writes
+            model_sd, optim_sd = fsdp_full_state(self.raw_model, self.optimizer)
+            model_sd.pop("lm_head.weight", None)  # tied to transformer.wte.weight
         if not self.rt.master:
             return None
+        if not self.fsdp:
+            model_sd, optim_sd = ckpt.plain_state_dict(self.raw_model), self.optimizer.state_dict()
         folder = self.ckpt_dir / (name or f"step_{self.step:07d}")
-        ckpt.save_checkpoint(folder, ckpt.plain_state_dict(self.raw_model), self.optimizer.state_dict(), self._state())
+        ckpt.save_checkpoint(folder, model_sd, optim_sd, self._state())
         if name is None:
             ckpt.prune(self.ckpt_dir, self.cfg.train.keep_last)
         self.events.emit("checkpoint", step=self.step, path=str(folder))
@@ -211,15 +218,20 @@ class Trainer:
         state, model_sd, trainer = ckpt.load_checkpoint(folder)
         if state.get("tokenizer_hash") != self.tok_hash:
             raise ScratchLMError(f"checkpoint {folder} was trained with a different tokenizer; resume with the run's own tokenizer.json")
-        ckpt.load_model_weights(self.raw_model, model_sd, str(folder))
+        if self.fsdp:  # full tensors in the file; each rank keeps its shard
+            fsdp_load_state(self.raw_model, self.optimizer, model_sd, trainer["optimizer"])
+        else:
+            ckpt.load_model_weights(self.raw_model, model_sd, str(folder))
         try:
-            self.optimizer.load_state_dict(trainer["optimizer"])
+            if not self.fsdp:
+                self.optimizer.load_state_dict(trainer["optimizer"])
         except (ValueError, KeyError) as e:
             raise ScratchLMError(f"checkpoint {folder} has optimizer state for another model ({e})") from None
         ckpt.set_rng_state(state["rng"], trainer["rng"])
         self.step, self.best_val = state["step"], state["best_val"]
         self.warmup_end_progress, self.train_time = state["warmup_end_progress"], state["train_time"]
-        self.guard.losses.extend(state.get("guard_losses", []))
+        self.guard.load_state_dict(state.get("guard", {}))
+        self.data_skip = state.get("data_position", {}).get("skip", 0)
 
     # ---- the loop -------------------------------------------------------------
     def progress(self) -> float:
@@ -231,15 +243,17 @@ class Trainer:
 
     def train_step(self) -> dict:
         tc, rt, model = self.cfg.train, self.rt, self.model
-        lr = lr_at(self.step, self.progress(), self.warmup_end_progress, tc)
+        lr = lr_at(self.step, self.progress(), self.warmup_end_progress, tc) * self.guard.lr_scale
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         loss_sum = torch.zeros((), device=rt.device)
         for micro in range(self.accum):
-            x, y = self.train_batches.get(self.step, rt.rank * self.accum + micro, self.micro)
+            x, y = self.train_batches.get(self.step + self.data_skip, rt.rank * self.accum + micro, self.micro)
             last = micro == self.accum - 1
             # DDP: average gradients across ranks only once, on the last micro-step
-            sync = nullcontext() if (last or not rt.distributed) else model.no_sync()
+            sync = nullcontext() if (last or not rt.distributed or self.fsdp) else model.no_sync()
+            if self.fsdp:  # FSDP's equivalent of no_sync: keep unsharded gradients until the last micro-step
+                self.raw_model.set_requires_gradient_sync(last)
             with sync:
                 with rt.autocast():
                     _, loss = model(x, y)
@@ -249,10 +263,12 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         clip = tc.grad_clip if tc.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: the norm over all shards, a DTensor
+            grad_norm = grad_norm.full_tensor()
         loss_val = all_reduce_sum(loss_sum, rt).item() / rt.world
         norm_val = grad_norm.item()
         bad = self.guard.check(loss_val, norm_val)
-        if bad:
+        if bad:  # skip the update: the weights and Adam's moments stay as they were
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler.is_enabled():
                 self.scaler.update()
@@ -272,6 +288,14 @@ class Trainer:
         last = {}
         ev = None
         stopped_by = "steps"
+        # MFU's denominator: a GPU table value, or a matmul timed here on a CPU (once per process)
+        # (measuring it draws random matrices: keep the global RNG untouched, or a resumed
+        # run's dropout masks would differ from an uninterrupted run's)
+        with torch.random.fork_rng(devices=[rt.device] if rt.device.type == "cuda" else []):
+            self.peak_flops, self.peak_source = peak_flops(rt.device, rt.dtype)
+        steps_timed, time_timed, hinted = 0, 0.0, False  # this session's steps, for the ETA
+        if self.guard.enabled and self.step == 0:
+            self.save()  # so that a rollback always has a good checkpoint to go back to
         with StopRequested() as stop:
             while self.step < tc.max_steps:
                 if tc.max_time and self.train_time >= tc.max_time:
@@ -285,7 +309,14 @@ class Trainer:
                     self.warmup_end_progress = self.progress()
                 self.step += 1
                 tok_s = tokens_per_step / dt
-                record = {"step": self.step, **last, "tokens_per_s": tok_s, "time": self.train_time}
+                # MFU per device: each rank computes its share of the step's tokens
+                step_mfu = tok_s / rt.world * self.flops_per_token / self.peak_flops
+                if self.step > 1:  # the first step pays for warm-up (allocations, kernel choice)
+                    steps_timed, time_timed = steps_timed + 1, time_timed + dt
+                left_s = (tc.max_steps - self.step) * time_timed / max(1, steps_timed)
+                if tc.max_time:
+                    left_s = min(left_s, max(0.0, tc.max_time - self.train_time))
+                record = {"step": self.step, **last, "tokens_per_s": tok_s, "mfu": step_mfu, "eta_s": left_s, "time": self.train_time}
                 self.log(record)
                 self.events.emit("step_end", **record)
                 if tc.max_time and self.step > 5:  # the bar's total follows whichever budget binds
@@ -294,8 +325,23 @@ class Trainer:
                         bar.total = est
                 bar.update(1)
                 if self.step % tc.log_interval == 0 or self.step == 1:
-                    bar.set_postfix_str(f"loss {last['loss']:.3f}  lr {last['lr']:.1e}  {tok_s / 1e3:.1f}k tok/s", refresh=False)
-                if self.step % tc.eval_interval == 0:
+                    bar.set_postfix_str(f"loss {last['loss']:.3f}  lr {last['lr']:.1e}  {tok_s / 1e3:.1f}k tok/s  "
+                                        f"MFU {step_mfu:.0%}  ETA {_fmt_secs(left_s)}", refresh=False)
+                if steps_timed == 10 and not hinted:  # a steady-state reading, said once
+                    hinted = True
+                    avg_mfu = tokens_per_step * steps_timed / time_timed / rt.world * self.flops_per_token / self.peak_flops
+                    hint = mfu_hint(avg_mfu, rt.device.type)
+                    if hint and not self.quiet:
+                        bar.write(f"hint: {hint} (peak: {self.peak_source}, {self.peak_flops / 1e12:.2f} TFLOP/s)")
+                if last["skipped"] and not self.quiet:
+                    bar.write(f"step {self.step}: update skipped, {last['skipped']}")
+                if self.guard.must_roll_back:  # guard_max_bad bad steps in a row: back to the last good checkpoint
+                    rb = roll_back(self, last["skipped"])
+                    bar.n = self.step
+                    if not self.quiet:
+                        bar.write(f"rolled back from step {rb['from_step']} to {rb['checkpoint']} (step {rb['to_step']}); "
+                                  f"data skips ahead to position {self.step + self.data_skip}; lr × {rb['lr_scale']:g}")
+                elif self.step % tc.eval_interval == 0:
                     ev = self._eval_and_checkpoint(bar)
                 elif tc.checkpoint_interval and self.step % tc.checkpoint_interval == 0:
                     self.save()
@@ -327,6 +373,11 @@ class Trainer:
         every = self.cfg.train.checkpoint_interval
         if not periodic or not every or self.step % every == 0:
             self.save()
-        if improved:
+        if improved and self.cfg.train.keep_best:
             self.save("best")
         return ev
+
+
+def _fmt_secs(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

@@ -1,0 +1,130 @@
+"""The NaN and loss-spike guard: skip bad steps, and roll back when they keep coming.
+
+Every optimizer step, before the update is applied, the guard looks at two numbers
+the loop has computed anyway (the loss and the gradient norm):
+
+    NaN or Inf in either           -> a bad step
+    loss > mean + k·std of the     -> a bad step (a "spike"); the window holds the losses
+      last `window` good steps        of recent good steps only, so a spike cannot raise
+                                      the bar for the next one
+
+A bad step is skipped: the gradients are thrown away, the optimizer does not move,
+the weights and Adam's moments stay as they were. One bad batch is then harmless.
+
+`max_bad` bad steps in a row mean something worse (the weights themselves may be
+drifting, or a stretch of the data is garbage). Then the trainer rolls back: it
+reloads the last good checkpoint (weights, optimizer, RNG), moves the data position
+past the batches that went wrong, optionally multiplies the learning rate by
+`lr_factor`, and carries on. Everything is logged to metrics.jsonl as events.
+
+The check costs a few float comparisons and a mean/std over ~50 numbers per step:
+benchmarks/bench_guard.py measures it against the step itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from pathlib import Path
+
+from ..errors import ScratchLMError
+from . import checkpoint as ckpt
+
+# After this many rollbacks to the same checkpoint without getting past it, training
+# gives up with a clear message instead of looping forever.
+MAX_ROLLBACKS_PER_CHECKPOINT = 3
+
+
+class SpikeGuard:
+    """Flags a step whose loss or gradient norm is non-finite, or whose loss is more than
+    `k` standard deviations above the recent window (a spike)."""
+
+    def __init__(self, window: int = 50, k: float = 6.0, min_history: int | None = None):
+        self.losses: deque[float] = deque(maxlen=window)
+        self.k = k
+        # A mean and std over a handful of losses are too noisy to call anything a spike.
+        self.min_history = min_history if min_history is not None else min(20, window)
+
+    def check(self, loss: float, grad_norm: float) -> str | None:
+        """The reason the step is bad, or None (then the loss joins the window)."""
+        if not math.isfinite(loss):
+            return "non-finite loss"
+        if not math.isfinite(grad_norm):
+            return "non-finite gradient norm"
+        n = len(self.losses)
+        if n >= self.min_history:
+            mean = sum(self.losses) / n
+            std = math.sqrt(sum((x - mean) ** 2 for x in self.losses) / n)
+            # the floor on std stops a perfectly flat window from flagging tiny wiggles
+            if loss > mean + self.k * max(std, 1e-3):
+                return f"loss spike ({loss:.3f} > mean {mean:.3f} + {self.k:g}·std {std:.3f})"
+        self.losses.append(loss)
+        return None
+
+
+class Guard:
+    """The guard's state in a run: the spike detector, the current streak of bad steps,
+    the learning-rate scale and the rollbacks done so far."""
+
+    def __init__(self, tc):
+        self.enabled = tc.guard
+        self.spikes = SpikeGuard(tc.guard_window, tc.guard_k)
+        self.max_bad = tc.guard_max_bad
+        self.lr_factor = tc.guard_lr_factor
+        self.streak = 0  # bad steps in a row
+        self.lr_scale = 1.0  # product of lr_factor over the rollbacks so far
+        self.rollbacks: dict[str, int] = {}  # checkpoint name -> times rolled back to it
+
+    def check(self, loss: float, grad_norm: float) -> str | None:
+        if not self.enabled:
+            return None
+        reason = self.spikes.check(loss, grad_norm)
+        self.streak = self.streak + 1 if reason else 0
+        return reason
+
+    @property
+    def must_roll_back(self) -> bool:
+        return self.enabled and self.streak >= self.max_bad
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps, so a resumed run judges spikes exactly as before."""
+        return {"losses": list(self.spikes.losses), "lr_scale": self.lr_scale}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.spikes.losses.clear()
+        self.spikes.losses.extend(d.get("losses", []))
+        self.lr_scale = d.get("lr_scale", 1.0)
+        self.streak = 0
+
+
+def roll_back(trainer, reason: str) -> dict:
+    """Reload the last good checkpoint into `trainer` and skip past the bad batches.
+
+    Called after the step counter has counted the bad step. The data position of the
+    step that runs at counter s is s + data_skip (batches are a pure function of the
+    position, see data/dataset.py), so the last bad batch was position
+    p = step - 1 + data_skip. After going back to the checkpoint's step c, data_skip is
+    set so that step c reads position p + 1: every batch from the checkpoint up to the
+    last bad one is passed over. Returns the event that was logged.
+    """
+    g = trainer.guard
+    bad_pos = trainer.step - 1 + trainer.data_skip
+    from_step = trainer.step
+    folder = ckpt.latest_good_checkpoint(trainer.ckpt_dir, warn=lambda m: trainer.log({"event": "warning", "message": m}))
+    if folder is None:
+        raise ScratchLMError(f"{g.streak} bad steps in a row ({reason}) at step {from_step} and no checkpoint to roll back to; "
+                             "lower --train.lr or check the data")
+    n = g.rollbacks.get(folder.name, 0) + 1
+    if n > MAX_ROLLBACKS_PER_CHECKPOINT:
+        raise ScratchLMError(f"training diverges again after {n - 1} rollbacks to {folder} ({reason}); "
+                             f"lower --train.lr (now scaled by {g.lr_scale:g}) or set --train.guard_lr_factor 0.5")
+    rollbacks, lr_scale = g.rollbacks, g.lr_scale
+    trainer.load(folder)  # weights, optimizer, RNG, step, guard window, data position
+    g.rollbacks = rollbacks
+    g.rollbacks[folder.name] = n
+    g.lr_scale = lr_scale * g.lr_factor
+    trainer.data_skip = bad_pos + 1 - trainer.step
+    event = {"event": "rollback", "reason": reason, "from_step": from_step, "to_step": trainer.step,
+             "checkpoint": str(Path(folder).name), "data_skip": trainer.data_skip, "lr_scale": g.lr_scale}
+    trainer.log(event)
+    return event

@@ -1,0 +1,269 @@
+"""`scratchlm memory CONFIG_OR_PRESET [--section.key VALUE ...]`: will it fit, and how fast?
+
+First an estimate by formula, before anything is allocated:
+
+    weights      N × 4 bytes            (fp32 master weights, also under bf16 autocast)
+    gradients    N × 4 bytes
+    AdamW        N × 8 bytes            (two fp32 moments per parameter)
+    activations  ≈ B·T·L·17·C values    kept for backward per micro-batch (see below)
+                 + B·T·V logits         (and their fp32 copy for the loss)
+    KV cache     2·L·T·C per sequence   (generation only: keys and values of every layer)
+
+Activations per token and layer, with flash attention (no T×T matrix kept): the block
+input and LayerNorm outputs (3·C), q, k, v (3·C), the attention output and its
+projection input (2·C), the MLP's 4·C hidden layer before and after GELU (8·C),
+and the residual (C): ≈ 17·C values. With activation checkpointing only each block's
+input (C per token and layer) is kept, plus one block's worth while it is recomputed.
+
+Then a measurement: a few real training steps (the trainer's own `train_step`) of each
+variant — fp32, bf16 (fp16 on GPUs without bf16), bf16 + activation checkpointing,
+bf16 with a 4× smaller micro-batch and 4 accumulation steps — each in a fresh
+process so peaks do not mix. Peak memory is the process's resident set size on a
+CPU (above the idle process after `import torch`) and `max_memory_allocated` on CUDA.
+Data are random tokens: memory and speed do not depend on what the text says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+
+from ..errors import ScratchLMError
+
+GIB = 1024**3
+MIB = 1024**2
+
+
+def _fmt(n: float) -> str:
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / MIB:.1f} MiB"
+
+
+def vocab_for(cfg) -> tuple[int, str]:
+    """The vocabulary the run would get from its tokenizer, without training one."""
+    if cfg.data.tokenizer == "bpe":
+        return cfg.data.vocab_size, f"data.vocab_size={cfg.data.vocab_size}"
+    return 256, "char tokenizer: assumed ≤256 symbols (the real count depends on the text)"
+
+
+def estimate(cfg, world: int = 1) -> dict:
+    """Bytes per component by formula; see the module docstring."""
+    from ..model import GPT
+
+    m, tc = cfg.model, cfg.train
+    import torch
+
+    with torch.device("meta"):  # shapes only: no memory is allocated
+        n_params = sum(p.numel() for p in GPT(m).parameters())
+    half = tc.dtype in ("bf16", "fp16", "auto")
+    act_bytes = 2 if half else 4
+    micro = tc.micro_batch_size or tc.batch_size // world
+    tokens = micro * m.block_size
+    C, L, V = m.n_embd, m.n_layer, m.vocab_size
+    if tc.activation_checkpointing == "none":
+        per_layer = 17 * C * act_bytes + 2 * C * 4  # the residual stream and LayerNorm inputs stay fp32
+        acts = tokens * L * per_layer
+    else:
+        kept = L if tc.activation_checkpointing == "blocks" else L - len(range(0, L, int(tc.activation_checkpointing[6:])))
+        recompute = 17 * C * act_bytes + 2 * C * 4
+        acts = tokens * ((L - kept) * recompute + kept * C * 4 + recompute)
+    logits = tokens * V * (act_bytes + 4 + 4)  # logits, their fp32 copy for the loss, its gradient
+    shard = world if tc.fsdp else 1
+    return {
+        "parameters": n_params,
+        "weights": n_params * 4 / shard,
+        "gradients": n_params * 4 / shard,
+        "adamw": n_params * 8 / shard,
+        "activations": acts + logits,
+        "kv_cache": 2 * L * m.block_size * C * (2 if half else 4),
+        "micro_batch": micro,
+    }
+
+
+def _rss_now() -> int:
+    """Resident memory of this process now, from /proc (Linux), else the peak so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return _rss_peak()
+
+
+def _rss_peak() -> int:
+    """Peak resident memory of this process. On Linux VmHWM from /proc, because
+    getrusage's ru_maxrss survives exec(): a child started by a big parent would
+    report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
+class _UniformTok:
+    """Stands in for a tokenizer (the trainer asks how many bytes each token stands for)."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def decode(self, ids):  # one byte of text per token
+        return "x" * len(ids)
+
+
+def measure_variant(cfg, steps: int) -> dict:
+    """Peak memory and tokens/s of `steps` training steps; runs in the calling process."""
+    import numpy as np
+    import torch
+
+    from .loop import Trainer
+    from .runtime import set_threads, setup_runtime
+
+    rt = setup_runtime(cfg.train)
+    set_threads(cfg.train.threads)
+    idle = _rss_now()
+    n = cfg.model.block_size * cfg.train.batch_size * 4 + cfg.model.block_size + 2
+    rng = np.random.default_rng(0)
+    data = {s: rng.integers(0, cfg.model.vocab_size, n).astype(np.uint32) for s in ("train", "val")}
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, tmp, _UniformTok(cfg.model.vocab_size), "memory", data, rt, quiet=True)
+        cuda = rt.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(rt.device)
+        trainer.train_step()  # warm-up: allocations, kernel choice
+        if cuda:
+            torch.cuda.synchronize(rt.device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step()
+        if cuda:
+            torch.cuda.synchronize(rt.device)
+        dt = time.perf_counter() - t0
+    tokens = steps * cfg.train.batch_size * cfg.model.block_size
+    peak = torch.cuda.max_memory_allocated(rt.device) if cuda else _rss_peak() - idle
+    return {"peak_bytes": peak, "tokens_per_s": tokens / dt, "device": str(rt.device), "dtype": rt.dtype,
+            "accum": trainer.accum, "micro": trainer.micro}
+
+
+def variants(cfg) -> list[tuple[str, object]]:
+    """(label, config) for each measured variant."""
+    from .runtime import pick_device, pick_dtype
+
+    device, _ = pick_device(cfg.train.device)
+    half, _ = pick_dtype("auto", device)
+    half = half if half != "fp32" else "bf16"  # no native half precision: still show what bf16 does
+    tc = cfg.train
+    micro = tc.micro_batch_size or tc.batch_size
+    small = max(1, micro // 4)
+    while tc.batch_size % small:
+        small -= 1
+    out = [
+        ("fp32", replace(tc, dtype="fp32", activation_checkpointing="none")),
+        (half, replace(tc, dtype=half, activation_checkpointing="none")),
+        (f"{half} + act. ckpt", replace(tc, dtype=half, activation_checkpointing="blocks")),
+        (f"{half}, micro {small} × {tc.batch_size // small} accum", replace(tc, dtype=half, activation_checkpointing="none", micro_batch_size=small)),
+    ]
+    return [(label, replace(cfg, train=t)) for label, t in out]
+
+
+def _measure_in_subprocess(cfg, steps: int) -> dict:
+    """A fresh process per variant, so one variant's peak cannot hide another's."""
+    from ..config import to_dict
+
+    payload = json.dumps({"config": to_dict(cfg), "steps": steps})
+    proc = subprocess.run([sys.executable, "-m", "scratchlm.train.memory", "--_worker"], input=payload,
+                          capture_output=True, text=True, env={**os.environ, "WORLD_SIZE": "1", "RANK": "0"})
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": last}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _worker() -> int:
+    from ..config import from_dict
+
+    job = json.loads(sys.stdin.read())
+    print(json.dumps(measure_variant(from_dict(job["config"]), job["steps"])))
+    return 0
+
+
+def report(cfg, steps: int, measure: bool, out=print) -> list[dict]:
+    est = estimate(cfg)
+    m, tc = cfg.model, cfg.train
+    out(f"model {m.n_layer} layers × {m.n_head} heads × {m.n_embd} wide, context {m.block_size}, vocab {m.vocab_size}: "
+        f"{est['parameters'] / 1e6:.2f}M parameters")
+    out(f"batch {tc.batch_size} sequences per step, micro-batch {est['micro_batch']}, dtype {tc.dtype}, "
+        f"activation checkpointing {tc.activation_checkpointing}")
+    out("\nestimate (formula):")
+    total = 0
+    for key, label in (("weights", "weights (fp32 master)"), ("gradients", "gradients (fp32)"),
+                       ("adamw", "AdamW moments (2 × fp32)"), ("activations", "activations + logits (one micro-batch)")):
+        total += est[key]
+        out(f"  {label:<40} {_fmt(est[key]):>12}")
+    out(f"  {'total for training':<40} {_fmt(total):>12}")
+    out(f"  {'KV cache for generation, per sequence':<40} {_fmt(est['kv_cache']):>12}")
+    out("  (under FSDP over W GPUs weights, gradients and AdamW are divided by W: --train.fsdp true)")
+    if not measure:
+        return []
+    out(f"\nmeasured ({steps} steps of each variant after one warm-up step; random tokens):")
+    out(f"  {'variant':<34} {'peak memory':>12} {'tokens/s':>10}")
+    rows = []
+    for label, vcfg in variants(cfg):
+        r = _measure_in_subprocess(vcfg, steps)
+        r["variant"] = label
+        rows.append(r)
+        if "error" in r:
+            out(f"  {label:<34} failed: {r['error']}")
+        else:
+            out(f"  {label:<34} {_fmt(r['peak_bytes']):>12} {r['tokens_per_s']:>10,.0f}")
+    where = rows[0].get("device", "cpu") if rows else "cpu"
+    out("  peak = " + ("torch.cuda.max_memory_allocated" if where.startswith("cuda") else
+                       "resident memory above the idle process (weights, gradients, AdamW, activations, allocator slack)"))
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--_worker"]:
+        return _worker()
+    from ..config import build_config, presets
+
+    p = argparse.ArgumentParser(prog="scratchlm memory", description="Estimate, then measure, training memory and speed.")
+    p.add_argument("config", help=f"a preset ({', '.join(presets())}) or a TOML config file")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per variant (default 3)")
+    p.add_argument("--no-measure", action="store_true", help="only the formula estimate")
+    args, rest = p.parse_known_args(argv)
+    overrides = []
+    i = 0
+    while i < len(rest):  # --section.key VALUE  or  --section.key=VALUE
+        item = rest[i]
+        if not item.startswith("--"):
+            raise ScratchLMError(f"unexpected argument '{item}' (overrides look like --train.batch_size 16)")
+        if "=" in item:
+            overrides.append(item[2:])
+            i += 1
+        elif i + 1 < len(rest):
+            overrides.append(f"{item[2:]}={rest[i + 1]}")
+            i += 2
+        else:
+            raise ScratchLMError(f"override '{item}' needs a value")
+    is_file = args.config.endswith(".toml") or os.path.exists(args.config)
+    cfg = build_config(None if is_file else args.config, args.config if is_file else None, overrides)
+    if not any(o.startswith("model.vocab_size=") for o in overrides):
+        vocab, why = vocab_for(cfg)
+        cfg = replace(cfg, model=replace(cfg.model, vocab_size=vocab))
+        print(f"vocabulary {vocab}: {why}")
+    report(cfg, args.steps, not args.no_measure)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
