@@ -21,7 +21,7 @@ stamp="$VENV/.scratchlm-installed-${EXTRAS:-core}"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
   if ! "$VPY" -c "import torch" 2>/dev/null; then
     echo "[setup] installing torch==2.13.0"
-    "$VPY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
+    "$VPY" -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
   fi
   spec="."
   [ -n "${EXTRAS:-}" ] && spec=".[${EXTRAS}]"

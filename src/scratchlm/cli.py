@@ -38,7 +38,7 @@ def _split_overrides(rest: list[str], parser: argparse.ArgumentParser) -> list[s
 
 
 def _train_parser(sub):
-    p = sub.add_parser("train", help="train a model (no arguments: the built-in Shakespeare corpus)",
+    p = sub.add_parser("train", allow_abbrev=False, help="train a model (no arguments: the built-in Shakespeare corpus)",
                        description="Train a GPT. Any config key can be set as --SECTION.KEY VALUE, e.g. --model.n_layer 8 --train.lr 1e-3.")
     p.add_argument("--preset", help="a preset from configs/ (default: 'default')")
     p.add_argument("--config", help="a TOML config file (instead of a preset)")
@@ -121,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    parser = argparse.ArgumentParser(prog="scratchlm", description="A GPT built from scratch: tokenizer, model, training, sampling.")
+    parser = argparse.ArgumentParser(prog="scratchlm", allow_abbrev=False, description="A GPT built from scratch: tokenizer, model, training, sampling.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     train_p = _train_parser(sub)
-    sp = sub.add_parser("sample", help="generate text from a run folder or checkpoint")
+    sp = sub.add_parser("sample", allow_abbrev=False, help="generate text from a run folder or checkpoint")
     sp.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
     _sample_args(sp)
     for name, (_, help_text) in DELEGATED.items():

@@ -30,7 +30,10 @@ def _separator_ids(tok) -> list[int]:
     special = getattr(tok, "special_tokens", None) or {}
     if "<|endoftext|>" in special:
         return [special["<|endoftext|>"]]
-    return tok.encode("\n\n")
+    try:
+        return tok.encode("\n\n")
+    except Exception:  # a character tokenizer trained on text without newlines: no separator
+        return []
 
 
 def _encode_docs(tok, docs: list[str]) -> np.ndarray:

@@ -136,9 +136,11 @@ class LiveDoctor:
     def _eval(self, info):
         rec = dict(info)
         self.doctor.eval(rec)
-        if self.sample_tokens <= 0:
-            return
         t, n = self.trainer, self.th.rep_n
+        # FSDP shards the weights across ranks: rank 0 alone cannot run the model, so the
+        # repetition probe is not measured there (the doctor reports it as not measurable).
+        if self.sample_tokens <= 0 or getattr(t, "fsdp", False):
+            return
         ids = sample_ids(t.raw_model, self.prompt_ids, self.sample_tokens, t.cfg.sample.temperature, t.cfg.sample.top_p, t.cfg.sample.seed)
         self._probe(repetition_probe(rec["step"], ids, self.ref_ids, n, t.tok.decode(ids)))
 

@@ -160,6 +160,11 @@ class Trainer:
             lines.append("compile    torch.compile: the first steps are slow while kernels are generated")
         return lines
 
+    def say(self, message: str) -> None:
+        """Print above the progress bar (nothing when quiet or not rank 0)."""
+        if not self.quiet:
+            tqdm.write(message)
+
     def log(self, record: dict) -> None:
         if self.rt.master:
             with open(self.metrics_path, "a") as f:
@@ -332,14 +337,14 @@ class Trainer:
                     avg_mfu = tokens_per_step * steps_timed / time_timed / rt.world * self.flops_per_token / self.peak_flops
                     hint = mfu_hint(avg_mfu, rt.device.type)
                     if hint and not self.quiet:
-                        bar.write(f"hint: {hint} (peak: {self.peak_source}, {self.peak_flops / 1e12:.2f} TFLOP/s)")
+                        self.say(f"hint: {hint} (peak: {self.peak_source}, {self.peak_flops / 1e12:.2f} TFLOP/s)")
                 if last["skipped"] and not self.quiet:
-                    bar.write(f"step {self.step}: update skipped, {last['skipped']}")
+                    self.say(f"step {self.step}: update skipped, {last['skipped']}")
                 if self.guard.must_roll_back:  # guard_max_bad bad steps in a row: back to the last good checkpoint
                     rb = roll_back(self, last["skipped"])
                     bar.n = self.step
                     if not self.quiet:
-                        bar.write(f"rolled back from step {rb['from_step']} to {rb['checkpoint']} (step {rb['to_step']}); "
+                        self.say(f"rolled back from step {rb['from_step']} to {rb['checkpoint']} (step {rb['to_step']}); "
                                   f"data skips ahead to position {self.step + self.data_skip}; lr × {rb['lr_scale']:g}")
                 elif self.step % tc.eval_interval == 0:
                     ev = self._eval_and_checkpoint(bar)
@@ -367,8 +372,8 @@ class Trainer:
         improved = ev["val_loss"] < self.best_val
         if improved:
             self.best_val = ev["val_loss"]
-        if bar is not None:
-            bar.write(f"step {self.step:>6}: val loss {ev['val_loss']:.4f}, {ev['val_bpb']:.3f} bits/byte" + (" (best)" if improved else ""))
+        if bar is not None:  # periodic evaluations are reported as they happen
+            self.say(f"step {self.step:>6}: val loss {ev['val_loss']:.4f}, {ev['val_bpb']:.3f} bits/byte" + (" (best)" if improved else ""))
         self.events.emit("eval", **ev)
         every = self.cfg.train.checkpoint_interval
         if not periodic or not every or self.step % every == 0:
