@@ -12,6 +12,10 @@ For each corpus and vocabulary size, in this one process:
   * whether the two learned the same merges, and bytes per token on held-out text;
   * encode throughput on the held-out documents (MB/s): ours (fresh cache, then warm),
     `tokenizers` (`encode_batch`, its threads), tiktoken running our ranks (the export);
+    ratios ours / tokenizers and ours / tiktoken (one thread each side);
+  * tiktoken's own `cl100k_base` on the same text, only if it is already in
+    tiktoken's cache (never downloaded): the export runs in tiktoken's engine, so
+    its speed should match tiktoken's own (allowing for a 100k vs our vocabulary);
   * the GPT-4 pattern's gain over GPT-2's in bytes per token (ours, held-out);
   * peak memory of training (resident memory above the baseline, workers included).
 
@@ -150,6 +154,25 @@ def same_merges(ours, hf) -> bool:
     return [[spell(a), spell(b)] for a, b in ours.merges] == theirs
 
 
+def tiktoken_own(name: str = "cl100k_base"):
+    """tiktoken's own encoding if its file is already in tiktoken's cache, else None.
+
+    tiktoken downloads named encodings on first use; this benchmark never does, so it
+    looks for the cached file first (same cache key as `tiktoken.load.read_file_cached`).
+    """
+    import hashlib
+    import tempfile
+
+    import tiktoken
+
+    url = f"https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+    env = os.environ
+    cache = env.get("TIKTOKEN_CACHE_DIR") or env.get("DATA_GYM_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    if not os.path.exists(os.path.join(cache, hashlib.sha1(url.encode()).hexdigest())):
+        return None
+    return tiktoken.get_encoding(name)
+
+
 def best_of(fn, repeat: int):
     """(best seconds, result) over `repeat` runs: the least disturbed run on a shared machine."""
     best, out = float("inf"), None
@@ -172,6 +195,13 @@ def run(name, train_docs, held_docs, vocab_sizes, repeat, workers):
     held_mb = mb(held_docs)
     held_bytes = held_mb * 1e6
     print(f"\n## {name}: train {mb(train_docs):.2f} MB in {len(train_docs)} documents, held out {held_mb:.2f} MB in {len(held_docs)}")
+    own = tiktoken_own()
+    if own is None:
+        mbs_own = None
+        print("tiktoken's own cl100k_base: not in tiktoken's cache (never downloaded here), so export vs own is not measured")
+    else:
+        mbs_own = held_mb / best_of(lambda: [own.encode_ordinary(d) for d in held_docs], repeat)[0]
+        print(f"tiktoken's own cl100k_base (100k vocabulary): {mbs_own:.2f} MB/s one thread")
     rows = []
     for vs in vocab_sizes:
         t_ours, ours = best_of(lambda: BPETokenizer.train(train_docs, vs, workers=workers), repeat)
@@ -219,7 +249,10 @@ def run(name, train_docs, held_docs, vocab_sizes, repeat, workers):
             f"  encode MB/s: ours {row['mbs_cold']:.2f} (fresh cache) / {row['mbs_warm']:.2f} (warm), "
             f"tokenizers {row['mbs_hf']:.2f} -> ratio {row['mbs_cold'] / row['mbs_hf']:.2f}x; "
             f"tiktoken (our ranks) {row['mbs_tt']:.2f} batch / {row['mbs_tt1']:.2f} one thread, "
-            f"ids equal to ours: {'yes' if row['tt_equal'] else 'NO'}"
+            f"ids equal to ours: {'yes' if row['tt_equal'] else 'NO'}\n"
+            f"  encode ratios, one thread each: ours / tiktoken-export {row['mbs_cold'] / row['mbs_tt1']:.2f}x (fresh cache), "
+            f"{row['mbs_warm'] / row['mbs_tt1']:.2f}x (warm)"
+            + (f"; tiktoken-export / tiktoken's own cl100k_base {row['mbs_tt1'] / mbs_own:.2f}x" if mbs_own else "")
         )
         sys.stdout.flush()
     return rows

@@ -59,7 +59,17 @@ def test_multihead_fast_path_equals_written_out_path():
 
 
 def test_capture_weights_for_visualisation():
+    torch.manual_seed(0)
     attn = MultiHeadAttention(16, 2)
+    x = torch.randn(1, 6, 16)
+    fast = attn(x)
     attn.capture_weights = True
-    attn(torch.randn(1, 6, 16))
-    assert attn.last_weights.shape == (1, 2, 6, 6)
+    captured = attn(x)
+    w = attn.last_weights
+    assert w.shape == (1, 2, 6, 6)
+    # the very weights of the written-out attention on this layer's q and k
+    q, k, v = (t.view(1, 6, 2, 8).transpose(1, 2) for t in attn.c_attn(x).split(16, dim=2))
+    _, ref = scaled_dot_product_attention(q, k, v, causal_mask(6, 6), return_weights=True)
+    torch.testing.assert_close(w, ref)
+    torch.testing.assert_close(w.sum(-1), torch.ones(1, 2, 6))
+    torch.testing.assert_close(captured, fast, atol=1e-5, rtol=1e-5)  # capturing does not change the output

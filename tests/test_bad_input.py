@@ -5,11 +5,13 @@ import errno
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import SMALL_TEXT
 from scratchlm.cli import main
+from scratchlm.data.dataset import Batches
 from scratchlm.errors import ScratchLMError
 from scratchlm.train import checkpoint as ckpt
 
@@ -46,7 +48,7 @@ def run_dir(tmp_path_factory):
     ("blank", b"  \n\n\t \n", "is empty"),
     ("binary", b"\x7fELF\x02\x01\x01\x00\x00\x00" + bytes(range(256)), "looks binary (NUL bytes)"),
     ("latin-1", "hello world, caf\u00e9 au lait\n".encode("latin-1") * 3, "is not UTF-8: byte 0xe9 at offset 16"),
-    ("too short", b"to be or not\n", "shorter than one context window (33)"),
+    ("too short", b"to be or not\n", "too short for one context window of 32 (it needs at least 34)"),
 ])
 def test_unusable_corpus(tmp_path, capsys, kind, content, expect):
     f = tmp_path / "corpus.txt"
@@ -57,6 +59,15 @@ def test_unusable_corpus(tmp_path, capsys, kind, content, expect):
     if kind in ("binary", "latin-1"):
         assert str(f) in line  # which file
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_split_of_exactly_one_window_is_refused_and_named():
+    """block_size + 1 tokens make one window but leave no room to draw one at random."""
+    ids = np.arange(33, dtype=np.uint16)
+    with pytest.raises(ScratchLMError, match="the validation split has 33 tokens, too short"):
+        Batches(ids, 32, "cpu", 0, split="validation")
+    x, y = Batches(np.arange(34, dtype=np.uint16), 32, "cpu", 0).get(0, 0, 2)  # one more token: fine
+    assert x.shape == (2, 32) and torch.equal(x[:, 1:], y[:, :-1])
 
 
 def test_no_file_at_the_path(tmp_path, capsys):
@@ -174,3 +185,25 @@ def test_a_full_disk_stops_training_and_the_previous_checkpoint_survives(tmp_pat
     monkeypatch.setattr(torch, "save", real_save)  # space freed
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert ckpt.verify(ckdir / "final")["step"] == 8
+
+
+def test_a_full_disk_outside_checkpoints_is_one_line_too(tmp_path, capsys, monkeypatch):
+    """A full disk while appending to metrics.jsonl (or writing config.json): an OSError
+    with errno ENOSPC becomes one line and exit status 2; the checkpoints stay."""
+    from scratchlm.train.loop import Trainer
+
+    data = tmp_path / "text.txt"
+    data.write_text(SMALL_TEXT)
+    real_log = Trainer.log
+
+    def log(self, record):
+        if record.get("step") == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.metrics_path))
+        real_log(self, record)
+
+    monkeypatch.setattr(Trainer, "log", log)
+    run = tmp_path / "run"
+    assert train(data, run, "--max-steps", "4", "--train.eval_interval", "1", "--train.keep_best", "false") == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: disk full while writing {run / 'metrics.jsonl'}") and "--resume" in line
+    assert ckpt.verify(run / "checkpoints" / "step_0000001")["step"] == 1

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from safetensors import SafetensorError
 
 from scratchlm.config import build_config
 from scratchlm.errors import ScratchLMError
@@ -164,6 +165,22 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     msg = _error_line(lambda: _write(tmp_path / "checkpoints" / "step_0000010", model, opt, step=10))
     assert msg.startswith("disk full while writing checkpoint") and "kept: step_0000005" in msg and "--resume" in msg
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_0000005"]  # no half-written folder
+    assert ckpt.verify(tmp_path / "checkpoints" / "step_0000005")["step"] == 5
+
+
+def test_full_disk_inside_safetensors_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """safetensors reports a full disk as its own SafetensorError (not an OSError)."""
+    model, opt = _trained()
+    _write(tmp_path / "checkpoints" / "step_0000005", model, opt, step=5)
+
+    def out_of_space(tensors, path, *a, **k):
+        open(path, "wb").write(b"\0" * 1000)
+        raise SafetensorError(f'Error while serializing: I/O error: No space left on device (os error 28) at path "{path}"')
+
+    monkeypatch.setattr(ckpt, "save_file", out_of_space)
+    msg = _error_line(lambda: _write(tmp_path / "checkpoints" / "step_0000010", model, opt, step=10))
+    assert msg.startswith("disk full while writing checkpoint") and "kept: step_0000005" in msg
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_0000005"]
     assert ckpt.verify(tmp_path / "checkpoints" / "step_0000005")["step"] == 5
 
 

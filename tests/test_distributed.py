@@ -5,6 +5,10 @@
 per-step losses agree to float rounding in fp32. FSDP (`fully_shard`) shards the
 weights and AdamW state instead; it must match too, and its final checkpoint must
 load in a single process without FSDP.
+
+The runs are started the way a user starts them, `torchrun ... -m scratchlm train`,
+from a cold start: an empty cache and a new run folder, which every rank prepares
+(rank 0 first, then the others read what it wrote).
 """
 
 import json
@@ -13,23 +17,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
 from scratchlm.config import build_config
 from scratchlm.sample import load_model
 from scratchlm.train import run_training
-
-WORKER = """
-import sys
-from scratchlm.config import build_config
-from scratchlm.train import run_training
-overrides = sys.argv[2:]
-# the doctor's live sampling runs a forward pass on rank 0 alone, which FSDP (a collective
-# inside forward) cannot do; it stays on for DDP
-diagnose = "train.fsdp=true" not in overrides
-run_training(build_config("tiny", overrides=overrides), sys.argv[1], overwrite=True, quiet=True, sample=False, diagnose=diagnose)
-"""
+from scratchlm.train.loop import Trainer
+from scratchlm.train.runtime import Runtime
 
 
 def overrides(corpus):
@@ -44,12 +41,11 @@ def losses(run_dir: Path) -> tuple[list[float], list[float]]:
 
 
 def torchrun(tmp_path, corpus, extra=()) -> Path:
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
     out = tmp_path / "dist"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SCRATCHLM_CACHE": str(tmp_path / "cold-cache")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(out), *overrides(corpus), *extra]
+           "-m", "scratchlm", "train", "--preset", "tiny", "--out", str(out), "--quiet",
+           *[f"--{o}" for o in overrides(corpus)], *extra]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
@@ -78,7 +74,8 @@ def test_ddp_two_processes_match_one(tmp_path, single):
 @pytest.mark.slow
 def test_fsdp_two_processes_match_one_and_load_in_one(tmp_path, single):
     corpus, (ref_train, ref_val), ref_dir = single
-    out = torchrun(tmp_path, corpus, ["train.fsdp=true"])
+    # the doctor's probes read full weights on rank 0 alone, which FSDP shards: it stays off
+    out = torchrun(tmp_path, corpus, ["--train.fsdp=true", "--no-doctor"])
     train, val = losses(out)
     assert train == pytest.approx(ref_train, abs=1e-5)
     assert val == pytest.approx(ref_val, abs=1e-5)
@@ -86,3 +83,38 @@ def test_fsdp_two_processes_match_one_and_load_in_one(tmp_path, single):
     ref, *_ = load_model(ref_dir)
     for (name, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_ddp_syncs_gradients_on_the_last_micro_step_only(tmp_path):
+    """DDP's communication hook runs once per gradient all-reduce; record which micro-step
+    it ran in. (A one-process gloo group stands in for the ranks: the hook runs the same.)"""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        cfg = build_config("tiny", overrides=["data.tokenizer=char", "model.vocab_size=32", "model.n_layer=1", "model.n_embd=32",
+                                              "model.block_size=16", "train.batch_size=8", "train.micro_batch_size=1"])
+        rng = np.random.default_rng(0)
+        data = {s: rng.integers(0, 32, 500).astype(np.uint16) for s in ("train", "val")}
+
+        class Tok:
+            vocab_size = 32
+
+            def decode(self, ids):
+                return "x" * len(ids)
+
+        rt = Runtime(torch.device("cpu"), "test", "fp32", "test", rank=0, world=2)  # 2 ranks × 4 micro-steps
+        trainer = Trainer(cfg, tmp_path, Tok(), "test", data, rt, quiet=True)
+        assert trainer.accum == 4
+        micro, synced = {"now": None}, []
+        get = trainer.train_batches.get
+        trainer.train_batches.get = lambda step, m, batch: (micro.update(now=m), get(step, m, batch))[1]
+
+        def hook(state, bucket):
+            synced.append(micro["now"])
+            return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda f: f.value()[0])
+
+        trainer.model.register_comm_hook(None, hook)
+        for _ in range(2):
+            trainer.train_step()
+        assert synced and set(synced) == {trainer.accum - 1}  # micro-steps 0..2 ran under no_sync
+    finally:
+        dist.destroy_process_group()

@@ -1,11 +1,22 @@
-"""A tiny run from the command line: it writes a run folder, and `sample` reads it back."""
+"""A tiny run from the command line: it writes a run folder, and `sample` reads it back;
+the time budget, the start-up printout, the metrics log, and bits per byte."""
 
 import json
+import math
+import re
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
 from scratchlm.cli import main
+from scratchlm.config import build_config
 from scratchlm.sample import load_model
+from scratchlm.train.loop import Trainer
+from scratchlm.train.runtime import Runtime
 
 
 def test_tiny_run_writes_a_run_folder_and_samples(tmp_path, small_corpus, capsys):
@@ -45,3 +56,51 @@ def test_existing_run_folder_is_refused_without_overwrite(tmp_path, small_corpus
     assert main(args) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0
+
+
+def test_time_budget_startup_printout_and_metrics(tmp_path, small_corpus, capsys):
+    run = tmp_path / "run"
+    rc = main(["train", "--preset", "tiny", "--data", str(small_corpus), "--out", str(run), "--max-time", "1",
+               "--max-steps", "1000000", "--data.tokenizer", "char", "--train.eval_interval", "100000",
+               "--sample.num_samples", "0", "--no-doctor"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "stopped by time" in out  # the step budget is far away: the 1 s budget ended it
+    # what a learner should see at start: size, tokens per step, device and dtype with reasons
+    assert re.search(r"model +[\d.]+M parameters", out)
+    assert "16 sequences × 64 tokens = 1,024 tokens per step" in out
+    assert re.search(r"device +cpu — \S", out) and re.search(r"dtype +(fp32|bf16|fp16) — \S", out)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert 0 < len(steps) < 1000000 and steps[-1]["time"] >= 1.0
+    assert all(math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0 for r in steps)  # logged every step
+
+
+class ByteLenTok:
+    """Stands in for a tokenizer whose tokens stand for 1 to 4 bytes of text: id i is 1 + i % 4 bytes."""
+
+    vocab_size = 48
+
+    def decode(self, ids):
+        return "".join("x" * (1 + i % 4) for i in ids)
+
+
+def test_bits_per_byte_is_loss_over_ln2_times_tokens_per_byte(tmp_path):
+    V = ByteLenTok.vocab_size
+    cfg = build_config("tiny", overrides=["data.tokenizer=char", f"model.vocab_size={V}", "model.n_layer=1",
+                                          "model.n_embd=32", "model.n_head=2", "model.block_size=16", "train.eval_tokens=512"])
+    rng = np.random.default_rng(0)
+    data = {s: rng.integers(0, V, n).astype(np.uint16) for s, n in (("train", 2000), ("val", 1000))}
+    trainer = Trainer(cfg, tmp_path, ByteLenTok(), "test", data, Runtime(torch.device("cpu"), "test", "fp32", "test"), quiet=True)
+    ev = trainer.evaluate()
+    # the same windows, by hand: nats per token, and the bytes the target tokens stand for
+    nats = tokens = nbytes = 0
+    with torch.no_grad():
+        for x, y in trainer.val_batches.eval_windows(cfg.train.eval_tokens, trainer.micro):
+            logits, _ = trainer.raw_model(x, y)
+            nats += F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), reduction="sum").item()
+            tokens += y.numel()
+            nbytes += sum(1 + i % 4 for i in y.reshape(-1).tolist())
+    assert ev["val_tokens"] == tokens
+    assert ev["val_loss"] == pytest.approx(nats / tokens, rel=1e-6)
+    assert ev["val_bpb"] == pytest.approx(ev["val_loss"] / math.log(2) * tokens / nbytes, rel=1e-12)

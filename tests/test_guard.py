@@ -89,6 +89,30 @@ def test_spike_threshold_is_k_standard_deviations_over_the_window():
     assert list(g.losses) == window  # the spike does not raise the bar for the next one
 
 
+def test_a_gradient_norm_spike_is_bad_too_with_the_same_k():
+    rng = random.Random(1)
+    g = SpikeGuard(window=30, k=5)
+    for _ in range(100):  # steady loss and gradient norm: never flagged
+        assert g.check(3.0 + rng.gauss(0, 0.05), 0.5 + rng.gauss(0, 0.02)) is None
+    norms = list(g.norms)
+    mean = sum(norms) / len(norms)
+    std = math.sqrt(sum((x - mean) ** 2 for x in norms) / len(norms))
+    assert g.check(3.0, mean + 4.9 * std) is None  # below k std: fine
+    norms = list(g.norms)
+    mean = sum(norms) / len(norms)
+    std = math.sqrt(sum((x - mean) ** 2 for x in norms) / len(norms))
+    losses = list(g.losses)
+    reason = g.check(3.0, mean + 5.1 * std)  # an ordinary loss, but the gradient norm jumps
+    assert reason and reason.startswith("gradient norm spike")
+    assert list(g.norms) == norms and list(g.losses) == losses  # a bad step joins neither window
+    # and a resumed run judges it the same way: both windows are in the checkpointed state
+    tc = build_config("tiny", overrides={"train.guard_window": 30, "train.guard_k": 5.0}).train
+    a, b = Guard(tc), Guard(tc)
+    a.spikes = g
+    b.load_state_dict(a.state_dict())
+    assert list(b.spikes.norms) == norms and b.check(3.0, mean + 5.1 * std).startswith("gradient norm spike")
+
+
 def test_no_spike_verdict_before_the_window_has_enough_history():
     g = SpikeGuard(window=50, k=3)  # min_history = 20
     for _ in range(19):

@@ -171,13 +171,32 @@ def test_resume_refuses_a_checkpoint_that_does_not_match(tmp_path, small_corpus,
     run = tmp_path / "run"
     run_training(build_config("tiny", overrides={**SMALL, "data.path": str(small_corpus), "train.max_steps": 2}), run,
                  quiet=True, sample=False)
+    if bad == "tokenizer":
+        tok = json.loads((run / "tokenizer.json").read_text())
+        tok["chars"] = tok["chars"][::-1]  # same size, other ids: the weights would mean nothing
+        (run / "tokenizer.json").write_text(json.dumps(tok))
+    before = snapshot(run)
     if bad == "shape":
         done = resume(run, "--model.n_embd", "64")
         assert "model shape differs" in done.stderr
     else:
-        tok = json.loads((run / "tokenizer.json").read_text())
-        tok["chars"] = tok["chars"][::-1]  # same size, other ids: the weights would mean nothing
-        (run / "tokenizer.json").write_text(json.dumps(tok))
-        done = resume(run)
+        done = resume(run, "--max-steps", "4")  # an override that an accepted resume would write to config.json
         assert "was trained with a different tokenizer" in done.stderr
     assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert snapshot(run) == before  # a refused resume leaves the run folder exactly as it was
+
+
+def snapshot(run) -> dict:
+    return {str(p.relative_to(run)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_a_signal_stop_writes_its_checkpoint_before_the_final_evaluation(tmp_path, small_corpus):
+    """So that a second Ctrl-C during that evaluation cannot lose the step's checkpoint."""
+    order, events = [], Events()
+    events.on("step_end", lambda info: info["step"] == 3 and os.kill(os.getpid(), signal.SIGINT))
+    events.on("checkpoint", lambda info: order.append(("checkpoint", info["step"], os.path.basename(info["path"]))))
+    events.on("eval", lambda info: order.append(("eval", info["step"])))
+    over = {**SMALL, "data.path": str(small_corpus), "train.max_steps": 10, "train.eval_interval": 100, "train.keep_best": False}
+    summary = run_training(build_config("tiny", overrides=over), tmp_path / "run", quiet=True, sample=False, events=events)
+    assert summary["stopped_by"] == "signal"
+    assert order[-2:] == [("checkpoint", 3, "step_0000003"), ("eval", 3)]  # one checkpoint, then the evaluation

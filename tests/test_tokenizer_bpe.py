@@ -154,6 +154,22 @@ def test_parallel_counting_equals_serial(monkeypatch):
     assert count_chunks(docs, GPT4_PATTERN, workers=2) == count_chunks(docs, GPT4_PATTERN, workers=1)
 
 
+def test_parallel_training_equals_serial(monkeypatch):
+    # Lower the thresholds so a small corpus takes the process-pool path, and check
+    # that it did (a pool was made) and learned the very same merges.
+    text = (MIXED + "word\nNext line\n  indented\nX\n") * 100
+    docs = [MIXED[i:] for i in range(0, 400, 7)] * 20
+    serial = [BPETokenizer.train(d, vocab_size=500, workers=1).merges for d in (text, docs)]
+    pools = []
+    orig_pool, orig_batches = bpe_train._pool_context, bpe_train._batches
+    monkeypatch.setattr(bpe_train, "_pool_context", lambda: pools.append(1) or orig_pool())
+    monkeypatch.setattr(bpe_train, "PARALLEL_MIN_CHARS", 1000)
+    monkeypatch.setattr(bpe_train, "_batches", lambda d, n: orig_batches(d, 5000))
+    parallel = [BPETokenizer.train(d, vocab_size=500, workers=2).merges for d in (text, docs)]
+    assert len(pools) == 2
+    assert parallel == serial and len(serial[0]) > 100
+
+
 def test_train_accepts_paths_and_iterables(tmp_path):
     p = tmp_path / "c.txt"
     p.write_bytes(CORPUS.encode("utf-8"))  # "\r\n" must survive reading
@@ -162,6 +178,26 @@ def test_train_accepts_paths_and_iterables(tmp_path):
     from_iter = BPETokenizer.train(iter([CORPUS]), vocab_size=400)
     assert from_path.merges == from_str.merges == from_iter.merges
     assert from_path.meta["corpus_sha256"] == from_iter.meta["corpus_sha256"]
+    # an iterable of Paths: each file is one document, read lazily
+    docs = [MIXED, "the cat sat\r\n" * 50, CORPUS]
+    paths = [tmp_path / f"doc{i}.txt" for i in range(len(docs))]
+    for path, doc in zip(paths, docs):
+        path.write_bytes(doc.encode("utf-8"))
+    from_paths = BPETokenizer.train(iter(paths), vocab_size=400)
+    from_docs = BPETokenizer.train(docs, vocab_size=400)
+    assert from_paths.merges == from_docs.merges
+    assert from_paths.meta["corpus_sha256"] == from_docs.meta["corpus_sha256"]
+
+
+def test_progress_bars_go_to_stderr(monkeypatch, capsys):
+    counts = count_chunks(CORPUS, GPT4_PATTERN, workers=1)
+    assert learn_merges(counts, 20, progress=True) == learn_merges(counts, 20)
+    err = capsys.readouterr().err
+    assert "bpe merges" in err and "20/20" in err
+    # counting shows a bar too when it runs in processes (large inputs)
+    monkeypatch.setattr(bpe_train, "PARALLEL_MIN_CHARS", 1000)
+    assert count_chunks(CORPUS, GPT4_PATTERN, workers=2, progress=True) == counts
+    assert "bpe counting" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ round trips
@@ -195,21 +231,51 @@ def test_round_trip_long_runs(tok, unit, n):
     assert tok.decode(tok.encode(text)) == text
 
 
-def test_very_long_run_is_not_quadratic(tok):
+def test_very_long_run_is_not_quadratic(tok, monkeypatch):
     import time
 
-    for unit in (" ", "a", "=", "\n"):
-        text = unit * 100_000
+    # Spy on the heap path: it must take every chunk longer than LONG_CHUNK bytes, and
+    # only those.
+    seen = []
+    heap_path = BPETokenizer._encode_long
+    monkeypatch.setattr(BPETokenizer, "_encode_long", lambda self, w: seen.append(len(w)) or heap_path(self, w))
+    for unit in (" ", "a", "=", "\n", "🤖"):
+        text = unit * (100_000 // len(unit.encode()))  # 100 kB
+        seen.clear()
         t0 = time.perf_counter()
         ids = tok.encode(text)
         assert time.perf_counter() - t0 < 5.0
         assert tok.decode(ids) == text
-        assert len(ids) < 100_000 or unit in "a="  # spaces and newlines have merges in CORPUS
+        assert seen and all(n > bpe_module.LONG_CHUNK for n in seen)
+        assert len(ids) < len(text.encode()) or unit in "a="  # spaces, newlines and emoji have merges in CORPUS
+    seen.clear()
+    tok.encode(MIXED, disallowed_special=())
+    assert seen == []  # ordinary text: short chunks, the simple loop
+    # On a long run, the heap path gives what the simple loop gives.
+    monkeypatch.setattr(bpe_module, "LONG_CHUNK", 10**9)
+    for unit in (" ", "\n", "🤖", " \n"):
+        w = (unit * 5000).encode().decode("latin-1")
+        assert tok._encode_chunk(unit * 5000) == heap_path(tok, w)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.text(alphabet=st.sampled_from("   \n\t\r"), min_size=1, max_size=600))
-def test_heap_path_equals_simple_path(tok, chunk):
+HEAP_ALPHABET = "aabbc  \n\té🤖"
+
+
+@pytest.fixture(scope="module")
+def heap_tok() -> BPETokenizer:
+    # Trained on text from the same alphabet, split only at newlines, so long chunks
+    # hold many merges, and merges of merges (e.g. "ab" + "ab").
+    rng = random.Random(1)
+    lines = ["".join(rng.choice(HEAP_ALPHABET) for _ in range(rng.randint(1, 40))) for _ in range(400)]
+    t = BPETokenizer.train("\n".join(lines), vocab_size=256 + 300, pattern=r"[^\n]+|\n+", special_tokens=())
+    assert sum(a >= 256 and b >= 256 for a, b in t.merges) > 20
+    return t
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=st.sampled_from(HEAP_ALPHABET), min_size=1, max_size=600))
+def test_heap_path_equals_simple_path(heap_tok, chunk):
+    tok = heap_tok
     w = chunk.encode().decode("latin-1")
     old = bpe_module.LONG_CHUNK
     try:
@@ -247,6 +313,16 @@ def test_cache_does_not_change_results(tok):
     fresh = BPETokenizer.from_dict(tok.to_dict())
     a = fresh.encode(MIXED)
     assert fresh.encode(MIXED) == a == tok.encode(MIXED)
+
+
+def test_cache_is_cleared_at_its_limit(tok, monkeypatch):
+    monkeypatch.setattr(bpe_module, "CACHE_LIMIT", 2)
+    fresh = BPETokenizer.from_dict(tok.to_dict())
+    assert fresh.encode(MIXED, disallowed_special=()) == tok.encode(MIXED, disallowed_special=())
+    assert len(fresh._cache) > 2  # one call may overfill it; the next call with a new chunk clears it
+    assert fresh.encode("zqzq") == tok.encode("zqzq")
+    assert list(fresh._cache) == ["zqzq"]
+    assert fresh.encode(MIXED) == tok.encode(MIXED)  # and results never change
 
 
 def test_decode_accepts_numpy_and_torch(tok):
@@ -327,6 +403,21 @@ def test_user_defined_special_tokens():
         BPETokenizer([], special_tokens=("<|x|>", "<|x|>"))
 
 
+def test_one_special_token_as_a_bare_string():
+    # A bare string is one token, not one token per character.
+    t = BPETokenizer.train(MIXED, vocab_size=300, special_tokens="<|endoftext|>")
+    assert t.special_tokens == {"<|endoftext|>": 299} and t.vocab_size == 300
+    assert BPETokenizer([], special_tokens="<|x|>").special_tokens == {"<|x|>": 256}
+
+
+@pytest.mark.parametrize("bad", [("",), ("<|a|>", ""), "", (None,)])
+def test_empty_special_token_is_refused(bad):
+    with pytest.raises(ScratchLMError, match="non-empty strings"):
+        BPETokenizer([], special_tokens=bad)
+    with pytest.raises(ScratchLMError, match="non-empty strings"):
+        BPETokenizer.train("hello", vocab_size=300, special_tokens=bad)
+
+
 # -------------------------------------------------------------------- save / load
 
 
@@ -381,6 +472,10 @@ def test_corrupt_file_is_a_clear_error(tok, tmp_path):
         BPETokenizer.load(path)
     with pytest.raises(ScratchLMError, match="not found"):
         BPETokenizer.load(tmp_path / "missing.json")
+    for top in ("[1, 2]", "42", '"bpe"', "null"):  # valid JSON, but not an object
+        path.write_text(top, encoding="utf-8")
+        with pytest.raises(ScratchLMError, match="corrupt.*top level must be an object"):
+            load_tokenizer(path)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -414,3 +509,23 @@ def test_cli_train_encode_decode_show(tmp_path, capsys):
         main(["encode", "-t", str(out), "<|endoftext|>"])
     assert main(["encode", "-t", str(out), "<|endoftext|>", "--allowed-special", "all"]) == 0
     assert capsys.readouterr().out.split() == ["399"]
+
+
+def test_cli_show_through_the_real_entry_point(tok, tmp_path):
+    # `python -m scratchlm tokenizer show`: the command a learner types.
+    path = tmp_path / "tok.json"
+    tok.save(path)
+    text = "Speak, speak. naïve 😀 ∑ 東京 <|endoftext|>"  # 😀 and ∑ are not in CORPUS: byte tokens
+    out = subprocess.run(
+        [sys.executable, "-m", "scratchlm", "tokenizer", "show", "-t", str(path), text, "--allowed-special", "all"],
+        capture_output=True, text=True, encoding="utf-8", check=True,
+    ).stdout
+    ids = tok.encode(text, allowed_special="all")
+    assert f"{len(ids)} tokens" in out
+    # One colour escape per token that shows text; a token holding only part of a
+    # character shows nothing until the character is complete.
+    dec = StreamDecoder(tok)
+    shown = sum(1 for i in ids if dec.feed(i))
+    assert shown < len(ids)
+    assert out.count("\x1b[30;48;5;") + out.count("\x1b[97;48;5;160m") == shown
+    assert out.count("\x1b[97;48;5;160m") == 1  # the special token, in its own colour

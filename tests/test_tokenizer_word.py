@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scratchlm.errors import ScratchLMError
+from scratchlm.tokenizer import load_tokenizer, save_tokenizer
 from scratchlm.tokenizer.bpe import BPETokenizer
 from scratchlm.tokenizer.wordbpe import EOW, UNK, WordBPETokenizer
 
@@ -50,3 +51,20 @@ def test_save_load():
     assert back.encode("lowest newer") == t.encode("lowest newer")
     with pytest.raises(ScratchLMError):
         WordBPETokenizer.from_dict({"version": 9})
+
+
+def test_load_through_load_tokenizer(tmp_path):
+    t = WordBPETokenizer.train(PAPER, num_merges=8)
+    path = tmp_path / "word.json"
+    save_tokenizer(t, path)
+    back = load_tokenizer(path)
+    assert isinstance(back, WordBPETokenizer)
+    assert back.merges == t.merges and back.encode("lowest newer") == t.encode("lowest newer")
+
+
+@pytest.mark.parametrize("bad", [["e"], ["e", "s", "t"], [1, 2], "es", None])
+def test_malformed_merge_is_a_clear_error(bad):
+    d = WordBPETokenizer.train(PAPER, num_merges=3).to_dict()
+    d["merges"][1] = bad
+    with pytest.raises(ScratchLMError, match="merge 1 is"):
+        WordBPETokenizer.from_dict(d)

@@ -1,13 +1,15 @@
 """The `scratchlm` command: train, sample, tokenizer (and the tools of later issues).
 
 User errors (`ScratchLMError`) print one line and exit with status 2; `--debug`
-shows the traceback instead.
+shows the traceback instead. So does a full disk (or quota) anywhere, e.g. while
+appending to metrics.jsonl: checkpoints are written atomically, so the last one survives.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import json
 import sys
 import time
@@ -66,6 +68,7 @@ def _sample_args(p):
 def cmd_train(args, rest, parser) -> int:
     from .config import build_config
     from .train import run_training
+    from .train.events import Events
 
     overrides = _split_overrides(rest, parser)
     if args.max_steps is not None:
@@ -86,7 +89,12 @@ def cmd_train(args, rest, parser) -> int:
         preset = args.preset or (None if args.config else "default")
         cfg = build_config(preset, args.config, overrides)
         out = args.out or f"runs/{preset or Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_training(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, quiet=args.quiet, diagnose=not args.no_doctor)
+    events = Events()
+    if not args.no_doctor:  # the doctor's live detectors: an extra the training core never imports
+        from .doctor.live import attach
+
+        attach(events, quiet=args.quiet)
+    run_training(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, quiet=args.quiet, events=events)
     return 0
 
 
@@ -148,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if debug or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" while writing {e.filename}" if e.filename else ""
+        print(f"error: disk full{where} ({e.strerror}); free some space and run again "
+              "(a training run continues from its last checkpoint with: scratchlm train --resume RUN_DIR)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if debug:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.resources
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,11 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from .errors import ScratchLMError
 from .model.gpt import GPTConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI (a dependency there)
+    import tomli as tomllib
 
 
 @dataclass

@@ -10,7 +10,8 @@
 
 2. A short grid sweep: a few learning rates around the suggestion (and 3e-4, the usual
    AdamW default), each trained with the normal training loop for the same small budget.
-   The final validation losses are printed as a table and plotted.
+   The final validation losses are printed as a table and plotted; a rate that diverges
+   is marked "diverged" (val_loss NaN) and the sweep goes on with the next one.
 
     scratchlm sweep lr --preset tiny --data.tokenizer char
     scratchlm sweep lr --preset tiny --grid-steps 300 --out runs/sweep-tiny
@@ -105,7 +106,9 @@ def grid_rates(suggested: float, extra: float = 3e-4) -> list[float]:
 
 
 def run_grid(cfg, rates: list[float], steps: int, out: Path, say=print) -> list[dict]:
-    """Train one short run per learning rate with the normal loop; same seed and data for all."""
+    """Train one short run per learning rate with the normal loop; same seed and data for all.
+    A rate that diverges (the guard gives up, or the losses end non-finite) is a result, not
+    an error: its row gets val_loss NaN and diverged True, and the sweep goes on."""
     from .config import build_config, to_dict
     from .train import run_training
 
@@ -115,10 +118,17 @@ def run_grid(cfg, rates: list[float], steps: int, out: Path, say=print) -> list[
                                                        "train.warmup_steps": max(1, steps // 10), "train.eval_interval": steps,
                                                        "train.checkpoint_interval": 0})
         t0 = time.perf_counter()
-        s = run_training(c, out / f"lr_{lr:.2g}", overwrite=True, quiet=True, sample=False, diagnose=False)
-        row = {"lr": lr, "val_loss": s["val_loss"], "final_train_loss": s["final_train_loss"], "seconds": time.perf_counter() - t0}
+        try:
+            s = run_training(c, out / f"lr_{lr:.2g}", overwrite=True, quiet=True, sample=False)  # no doctor: no events attached
+            val, train, note = s["val_loss"], s["final_train_loss"], ""
+        except ScratchLMError as e:  # the guard stopped a diverging run
+            val, train, note = math.nan, math.nan, str(e)
+        diverged = not (math.isfinite(val) and math.isfinite(train))
+        row = {"lr": lr, "val_loss": val if math.isfinite(val) else math.nan, "final_train_loss": train, "diverged": diverged,
+               "seconds": time.perf_counter() - t0} | ({"error": note} if note else {})
         rows.append(row)
-        say(f"  lr {lr:<8.2g} val loss {row['val_loss']:.4f}   train loss {row['final_train_loss']:.4f}   ({row['seconds']:.0f} s)")
+        say(f"  lr {lr:<8.2g} " + ("diverged" + (f" ({note})" if note else "") if diverged else
+                                   f"val loss {val:.4f}   train loss {train:.4f}") + f"   ({row['seconds']:.0f} s)")
     return rows
 
 
@@ -161,10 +171,14 @@ def plot_grid(rows: list[dict], suggested: float, path: Path) -> bool:
     if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ok = [r for r in rows if math.isfinite(r["val_loss"])]
+    ok = [r for r in rows if not r.get("diverged") and math.isfinite(r["val_loss"])]
     ax.plot([r["lr"] for r in ok], [r["val_loss"] for r in ok], "o-", color="C0")
     for r in ok:
         ax.annotate(f"{r['val_loss']:.3f}", (r["lr"], r["val_loss"]), textcoords="offset points", xytext=(0, 6), ha="center")
+    # diverged rates have no loss to plot: a red cross at the top edge marks each one
+    for i, r in enumerate(r for r in rows if r not in ok):
+        ax.plot(r["lr"], 1, "x", color="C3", ms=10, transform=ax.get_xaxis_transform(), clip_on=False,
+                label="diverged" if i == 0 else None)
     ax.axvline(suggested, color="C2", ls="--", label=f"range-test suggestion {suggested:.1e}")
     ax.axvline(3e-4, color="0.5", ls=":", label="3e-4 (AdamW default)")
     ax.set_xscale("log")
@@ -260,11 +274,14 @@ def _run(args, overrides, build_config, to_dict) -> int:
     rates = [float(x) for x in args.grid.split(",")] if args.grid else grid_rates(res["suggested_lr"])
     print(f"\ngrid sweep: {len(rates)} learning rates × {args.grid_steps} steps each")
     rows = run_grid(p.cfg, rates, args.grid_steps, out / "grid")
-    best = min((r for r in rows if math.isfinite(r["val_loss"])), key=lambda r: r["val_loss"], default=None)
+    best = min((r for r in rows if not r["diverged"]), key=lambda r: r["val_loss"], default=None)
     print("\n| learning rate | final val loss | final train loss |\n|---|---|---|")
     for r in rows:
         mark = "  ← best" if r is best else ""
-        print(f"| {r['lr']:.2g} | {r['val_loss']:.4f} | {r['final_train_loss']:.4f} |{mark}")
+        if r["diverged"]:
+            print(f"| {r['lr']:.2g} | diverged | diverged |")
+        else:
+            print(f"| {r['lr']:.2g} | {r['val_loss']:.4f} | {r['final_train_loss']:.4f} |{mark}")
     (out / "grid.json").write_text(json.dumps({"steps": args.grid_steps, "suggested_lr": res["suggested_lr"], "rows": rows,
                                                "best_lr": best["lr"] if best else None}, indent=1))
     if plot_grid(rows, res["suggested_lr"], out / "grid.png"):

@@ -52,7 +52,11 @@ def _encode_docs(tok, docs: list[str]) -> np.ndarray:
 
 
 def tokenize_corpus(corpus, tok, tok_hash: str, cache: Path | None = None) -> dict[str, np.memmap]:
-    """{'train': ids, 'val': ids} as read-only memmaps, tokenizing only on a cache miss."""
+    """{'train': ids, 'val': ids} as read-only memmaps, tokenizing only on a cache miss.
+
+    Safe with several processes at once (torchrun ranks, two runs): each writes under its
+    own temporary names and renames into place, meta.json last, so a reader that finds
+    meta.json finds complete files (identical whichever process wrote them)."""
     folder = (cache or cache_root()) / "tokens" / f"{corpus.fingerprint()}-{tok_hash}"
     meta = folder / "meta.json"
     if not meta.exists():
@@ -60,11 +64,13 @@ def tokenize_corpus(corpus, tok, tok_hash: str, cache: Path | None = None) -> di
         info = {}
         for split, docs in (("train", corpus.train), ("val", corpus.val)):
             arr = _encode_docs(tok, docs)
-            tmp = folder / f"{split}.bin.tmp"
+            tmp = folder / f"{split}.bin.{os.getpid()}.tmp"
             arr.tofile(tmp)
             os.replace(tmp, folder / f"{split}.bin")
             info[split] = {"tokens": int(arr.size), "dtype": str(arr.dtype)}
-        meta.write_text(json.dumps(info))
+        tmp = folder / f"meta.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, meta)
     info = json.loads(meta.read_text())
     return {s: np.memmap(folder / f"{s}.bin", dtype=info[s]["dtype"], mode="r", shape=(info[s]["tokens"],)) for s in ("train", "val")}
 
@@ -72,11 +78,13 @@ def tokenize_corpus(corpus, tok, tok_hash: str, cache: Path | None = None) -> di
 class Batches:
     """Random (x, y) windows of `block_size` tokens; y is x shifted by one."""
 
-    def __init__(self, data: np.ndarray, block_size: int, device, seed: int, rank: int = 0):
-        if len(data) < block_size + 1:
+    def __init__(self, data: np.ndarray, block_size: int, device, seed: int, rank: int = 0, split: str = "training"):
+        # a window is block_size + 1 tokens (y is x shifted by one), and `get` draws its
+        # start from [0, len - block_size - 1): that range must not be empty
+        if len(data) < block_size + 2:
             raise ScratchLMError(
-                f"the corpus has {len(data)} tokens, shorter than one context window ({block_size + 1}); "
-                "use more text or a smaller --model.block_size")
+                f"the {split} split has {len(data)} tokens, too short for one context window of {block_size} "
+                f"(it needs at least {block_size + 2}); use more text or a smaller --model.block_size")
         self.data, self.block_size, self.device, self.seed, self.rank = data, block_size, torch.device(device), seed, rank
 
     def get(self, step: int, micro: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

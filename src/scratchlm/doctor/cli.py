@@ -23,7 +23,7 @@ from .records import load_run, replay
 TABLE = [
     ("not_decreasing", "Learning rate too high or too low", "Sweep the learning rate (3e-4 is a good start for AdamW): scratchlm sweep lr"),
     ("exploding", "Exploding gradients", "Clip gradients or lower the learning rate"),
-    ("repetition", "Hidden size too small", "Increase the embedding size (e.g. 128 → 384)"),
+    ("repetition", "Hidden size too small (or greedy sampling)", "Increase the embedding size (e.g. 128 → 384); sample at temperature 0.8–1.0"),
     ("slow", "No data parallelism / too much work for the hardware", "Use DistributedDataParallel, bf16, torch.compile, or a smaller model"),
     ("initial_loss", "Initialisation or label bug", "Check the init scale and that targets are inputs shifted by one"),
     ("overfitting", "Too little data for the model", "More data, stop at the best checkpoint, dropout, a smaller model"),

@@ -30,11 +30,13 @@ SEEN, NOT_SEEN, NOT_MEASURABLE = "seen", "not seen", "not measurable"
 
 @dataclass
 class Thresholds:
-    """Decision thresholds. The comments give the calibration (tiny preset, char tokenizer,
-    built-in Shakespeare, 2-core CPU; docs/troubleshooting.md has the full table)."""
+    """Decision thresholds. The comments quote the calibration runs, the table in
+    docs/troubleshooting.md ("Calibration"): the tiny preset (4 × 128) and the tests' small
+    model (2 × 48), char tokenizer, built-in Shakespeare; benchmarks/calibrate_doctor.py
+    prints these statistics for any model and set of learning rates."""
 
     # initial loss: a healthy init predicts ~uniformly, loss ≈ ln(vocab). Healthy runs
-    # started 0.04–0.07 nats above ln(V); a bad init (std 1 instead of 0.02) starts ≥ 5 nats above.
+    # start +0.01 to +0.06 nats above ln(V); weights ×30 (a test) start several nats above.
     initial_tol: float = 0.5  # nats away from ln(V)
     # loss not decreasing: judged on windows of W steps after warm-up
     window_min: int = 10
@@ -42,27 +44,43 @@ class Thresholds:
     stuck_drop: float = 0.1  # less than this many nats below the first loss after ≥ 2 windows: nothing learned
     rise_margin: float = 0.1  # window mean this far above the best window mean: the loss is climbing
     # unigram level: the entropy of the token frequencies, the loss of a model that ignores
-    # context (char Shakespeare: 3.32 nats). lr 0.05 hovered at 3.1-3.4 for 100+ steps;
-    # healthy runs (lr 2e-3) pass it within one window and reach 2.5 by step 100.
+    # context (char Shakespeare: 3.32 nats). At lr 0.1 the loss reaches it within two windows
+    # and hovers there; at lr 2e-3 (healthy) and 0.05 it passes it and goes on down.
     unigram_margin: float = 0.1
     unigram_windows: int = 3  # windows after warm-up before being stuck there counts
-    # update-to-weight ratio ‖ΔW‖/‖W‖ per step: healthy runs 2e-3–2e-2; lr 1e-7 gives ~1e-6
-    ratio_low: float = 1e-4
-    ratio_high: float = 0.1  # lr 1.0 gave ≥ 0.2
-    # exploding gradients: grad-norm median of the last window vs the lowest window median so far.
-    # Healthy runs: the median falls (≈5 → 0.8); lr 1.0: it grows by 30–1000×.
+    # update-to-weight ratio ‖ΔW‖/‖W‖ per step (median of the last 20, one every 10 steps):
+    # lr 2e-3 medians 1e-2 (range 2e-3–4.5e-2); lr 3e-4 2.6e-3; lr 3e-5 5e-4–6e-4; lr 1e-7 2e-6;
+    # lr 1.0 6e-2 (range 1.5e-2–1.1e-1)
+    ratio_low: float = 1e-4  # a flat loss with updates this small has stalled (fires on its own)
+    ratio_small: float = 1e-3  # a loss that does not decrease with updates below this: lr too low
+    ratio_high: float = 0.1
+    # a loss that does not decrease with a peak lr below this: "too low" (the only sign when no
+    # ratio is recorded). 3× under AdamW's usual 3e-4, 6–20× under the presets' 6e-4–2e-3
+    lr_low: float = 1e-4
+    # "too high" evidence for a loss that does not decrease: the grad-norm window median this
+    # many times its lowest (measured 1.0–1.7× at every lr from 1e-7 to 1.0, so a margin for
+    # other models). The clip rate is reported but decides nothing: after warm-up lr 1.0 clips
+    # 61–99% of steps, but so do lr 1e-7 and 3e-5 (100%: a model that learns nothing keeps its
+    # large initial gradients) and lr 3e-4 (89%), while lr 0.05–0.1 clip 1–4%.
+    gn_growth: float = 3.0
+    # exploding gradients: grad-norm median of the last window vs the lowest window median so far
+    # (healthy: the median falls), or the loss's window mean far above the first loss (lr 1.0
+    # with clipping: caught by this rule at step 15, tiny and small model alike)
     explode_factor: float = 10.0
     blowup_nats: float = 1.0  # window mean this far above the first loss: diverged
-    # repetition: fraction of repeated 4-grams in a sample minus the same in real validation text
+    # repetition: fraction of repeated 4-grams in a sample minus the same in real validation text.
+    # Samples at temperature 0.8 repeat 0–10% (real text 2%); greedy samples of a narrow model 99%.
     rep_n: int = 4
     rep_excess: float = 0.25
     rep_persist: int = 2  # consecutive evaluations
     narrow_embd: int = 384  # the troubleshooting table's "128 → 384"
+    low_temperature: float = 0.5  # sampling this cold (0 = greedy) is the first suspect for loops
     # too slow: projected wall-clock for the planned budget
     slow_hours: float = 24.0
     slow_after_steps: int = 10  # the first steps include warm-up work (allocation, compile)
     mfu_low: float = 0.05  # on a GPU, < 5% of peak FLOPs means the GPU mostly waits
     # overfitting: validation loss above its best while training loss keeps falling
+    # (3 KB training set: val 2.625 → 3.20 while train 2.24 → 1.92)
     overfit_margin: float = 0.02  # nats above the best validation loss
     overfit_persist: int = 2  # consecutive evaluations
 
@@ -85,13 +103,14 @@ class RunInfo:
     world: int = 1
     compile: bool = False
     unigram_loss: float | None = None  # entropy of the training tokens' frequencies (nats)
+    temperature: float | None = None  # the sampling temperature of the repetition probe
 
     @classmethod
     def from_config(cls, cfg: dict, **extra) -> "RunInfo":
         m, t = cfg["model"], cfg["train"]
         return cls(vocab_size=m["vocab_size"], n_embd=m["n_embd"], max_steps=t["max_steps"], max_time=t["max_time"],
                    tokens_per_step=t["batch_size"] * m["block_size"], warmup_steps=t["warmup_steps"],
-                   grad_clip=t["grad_clip"], lr=t["lr"], compile=t["compile"],
+                   grad_clip=t["grad_clip"], lr=t["lr"], compile=t["compile"], temperature=cfg.get("sample", {}).get("temperature"),
                    device=extra.pop("device", t["device"]), dtype=extra.pop("dtype", t["dtype"]), **extra)
 
 
@@ -256,9 +275,12 @@ class Exploding(Detector):
 
 
 class NotDecreasing(Detector):
-    """No meaningful drop in the loss. Tells "lr too low" (flat loss, tiny updates: the
-    update-to-weight ratio is far below ~1e-3) from "lr too high" (the loss climbs or
-    hovers with large gradients and large updates)."""
+    """No meaningful drop in the loss. The verdict rests on evidence (`_evidence`), never
+    on the absence of it: "too high" when the loss climbs, or falls to the unigram level
+    at once and hovers there, or the gradient norms grow, or the updates are large (the clip
+    rate points both ways, see Thresholds.gn_growth); "too low" when the updates are small
+    (update-to-weight ratio) or the learning rate is far below the usual ones (all there is
+    to go on without the live doctor's ratios). With neither (or both), it says it cannot tell."""
 
     key, symptom, row = "not_decreasing", "loss not decreasing", "Loss not decreasing"
 
@@ -307,27 +329,52 @@ class NotDecreasing(Detector):
             at_unigram = len(older) >= 2 and statistics.fmean(older) - m_now < 2 * se
         if uni is not None:
             self.summary += f"; unigram level {uni:.3f}"
-        too_low = ratio is not None and ratio < self.th.ratio_low
-        too_high = self.rising >= 2 or (ratio is not None and ratio > self.th.ratio_high)
-        if not (stuck or at_unigram or (flat and too_low) or self.rising >= 2):
+        if not (stuck or at_unigram or (flat and ratio is not None and ratio < self.th.ratio_low) or self.rising >= 2):
             return None
-        ev = self.summary + f"; grad norm median {gn:.3g}, clip rate {clip_rate:.0%}, lr {rec['lr']:.2e}"
-        if too_low or (ratio is None and stuck and rec["lr"] < 1e-5):
-            return Finding(self.key, self.symptom + ' — learning rate too low', rec["step"], ev,
-                           "the learning rate is too low: each step changes the weights by a tiny fraction "
-                           f"(update/weight ratio {ratio:.1e} vs ~1e-3 to 1e-2 in healthy runs)" if ratio is not None else
-                           "the learning rate is too low: the loss is flat from the start",
-                           "raise the learning rate (3e-4 is a good start for AdamW; the tiny preset uses 2e-3); "
-                           "`scratchlm sweep lr` finds the range", nums | {"verdict": "too low"})
-        if too_high or stuck or at_unigram:
-            where = (f"; the loss hovers at the unigram level ({uni:.2f} nats: letter/token frequencies only, context ignored)"
-                     if at_unigram else "")
-            return Finding(self.key, self.symptom + ' — learning rate too high', rec["step"], ev + where,
-                           "the learning rate is too high: updates overshoot, so the loss climbs or hovers instead of falling"
-                           + (f" (update/weight ratio {ratio:.1e})" if ratio is not None else ""),
-                           "lower the learning rate 3–10× (3e-4 is a good start for AdamW); `scratchlm sweep lr` finds the range",
-                           nums | {"verdict": "too high"})
-        return None
+        peak_lr = max(r["lr"] for r in steps)  # the rate reached so far (warm-up ramps up to it)
+        high, low = self._evidence(past_warmup, W, ratio, at_unigram, uni, peak_lr)
+        ev = (self.summary + f"; grad norm median {gn:.3g}, clip rate {clip_rate:.0%}, lr {rec['lr']:.2e}"
+              + "".join(f"; {e}" for e in high + low))
+        sweep = "`scratchlm sweep lr` finds the range"
+        if low and not high:
+            return Finding(self.key, self.symptom + " — learning rate too low", rec["step"], ev,
+                           "the learning rate is too low: each step changes the weights too little to move the loss",
+                           f"raise the learning rate (3e-4 is a good start for AdamW; the presets use 6e-4 to 2e-3); {sweep}",
+                           nums | {"verdict": "too low"})
+        if high and not low:
+            return Finding(self.key, self.symptom + " — learning rate too high", rec["step"], ev,
+                           "the learning rate is too high: updates overshoot, so the loss climbs or hovers instead of falling",
+                           f"lower the learning rate 3–10× (3e-4 is a good start for AdamW); {sweep}", nums | {"verdict": "too high"})
+        # no evidence either way (or evidence both ways): say so rather than guess
+        return Finding(self.key, self.symptom + " — learning rate too high or too low (the evidence does not tell which)",
+                       rec["step"], ev, "the learning rate may be too high or too low, or the model sits on a plateau it has yet to "
+                       "leave; these metrics do not show which"
+                       + ("" if ratio is not None else " (no update/weight ratios recorded: trained without the live doctor)"),
+                       "run `scratchlm sweep lr` with this run's settings: it tries rates on both sides and shows which is better",
+                       nums | {"verdict": "cannot tell"})
+
+    def _evidence(self, past_warmup, W, ratio, at_unigram, uni, peak_lr):
+        """The signs of a learning rate too high and too low, each a line of evidence."""
+        th, high, low = self.th, [], []
+        # grad-norm growth: the last window's median against the lowest window median after warm-up
+        meds = [statistics.median(gs) for i in range(0, len(past_warmup) - W + 1, W)
+                if (gs := [r["grad_norm"] for r in past_warmup[i:i + W] if _finite(r["grad_norm"])])]
+        growth = meds[-1] / min(meds) if meds and min(meds) > 0 else 1.0
+        if self.rising >= 2:
+            high.append(f"the loss climbed above its best window mean ({self.best_mean:.3f}) {self.rising} windows in a row")
+        if ratio is not None and ratio > th.ratio_high:
+            high.append(f"update/weight ratio {ratio:.1e} > {th.ratio_high:g}: steps overshoot")
+        if growth >= th.gn_growth:
+            high.append(f"grad norm grew {growth:.1f}× from its lowest window median")
+        if at_unigram:  # fast to the unigram level, then stuck: the steps are too big to settle into finer structure
+            early = [statistics.fmean(ls) for i in (0, W) if (ls := [r["loss"] for r in past_warmup[i:i + W] if _finite(r["loss"])])]
+            if min(early, default=math.inf) < uni + th.unigram_margin:
+                high.append(f"the loss reached the unigram level ({uni:.2f} nats) within two windows after warm-up, then hovered there")
+        if ratio is not None and ratio < th.ratio_small:
+            low.append(f"update/weight ratio {ratio:.1e} < {th.ratio_small:g} (healthy runs: 2e-3 to 2e-2): steps are too small")
+        if peak_lr < th.lr_low:
+            low.append(f"peak lr {peak_lr:.1e} < {th.lr_low:g} (AdamW usually starts at 3e-4; the presets use 6e-4 to 2e-3)")
+        return high, low
 
 
 class Repetition(Detector):
@@ -353,17 +400,27 @@ class Repetition(Detector):
         if len(last) < self.th.rep_persist or any(r["rep"] - r["ref_rep"] < self.th.rep_excess for r in last):
             return None
         reps = ", ".join(f"{r['rep']:.0%} at step {r['step']}" for r in last)
-        narrow = self.run.n_embd and self.run.n_embd < self.th.narrow_embd
-        cause = (f"the model is narrow (n_embd = {self.run.n_embd}): too little capacity to track context, so it falls into loops"
-                 if narrow else "the model has not learned enough context to avoid loops (undertrained), or sampling is too greedy")
-        fix = ((f"widen the model (e.g. --model.n_embd {max(2 * self.run.n_embd, self.th.narrow_embd)}), train longer, "
-                "and sample with temperature 0.8–1.0 and top-p 0.95") if narrow else
-               "train longer, or sample with a higher temperature (0.8–1.0) and top-p 0.95")
+        T, n_embd = self.run.temperature, self.run.n_embd
+        narrow = n_embd and n_embd < self.th.narrow_embd
+        widen = f"widen the model (e.g. --model.n_embd {max(2 * n_embd, self.th.narrow_embd)})"
+        if T is not None and T < self.th.low_temperature:  # cold sampling loops first: check it before the width
+            cause = (f"sampling is {'greedy' if T == 0 else 'nearly greedy'} (temperature {T:g}): the likeliest token wins every "
+                     "time, so a model that is not yet good enough falls into a loop"
+                     + (f"; the narrow model (n_embd = {n_embd}) makes that likelier" if narrow else ""))
+            fix = "sample with temperature 0.8–1.0 and top-p 0.95 (--sample.temperature 0.8), and train longer" + (f"; {widen}" if narrow else "")
+        elif narrow:
+            cause = f"the model is narrow (n_embd = {n_embd}): too little capacity to track context, so it falls into loops"
+            fix = f"{widen}, train longer, and sample with temperature 0.8–1.0 and top-p 0.95"
+        else:
+            cause = "the model has not learned enough context to avoid loops (undertrained)"
+            fix = "train longer, or sample with a higher temperature (0.8–1.0) and top-p 0.95"
         text = rec.get("text", "")[:80].replace("\n", "⏎")
         ev = (f"{self.th.rep_n}-gram repetition {reps} vs {rec['ref_rep']:.0%} in real text (excess ≥ {self.th.rep_excess:.0%} "
-              f"at {self.th.rep_persist} evaluations in a row); distinct-2 {rec['distinct']:.2f}; sample: {text!r}")
+              f"at {self.th.rep_persist} evaluations in a row); distinct-2 {rec['distinct']:.2f}"
+              + (f"; sampled at temperature {T:g}" if T is not None else "") + f"; sample: {text!r}")
         return Finding(self.key, self.symptom, rec["step"], ev, cause, fix,
-                       {"rep": rec["rep"], "ref_rep": rec["ref_rep"], "distinct": rec["distinct"], "excess": excess, "n_embd": self.run.n_embd})
+                       {"rep": rec["rep"], "ref_rep": rec["ref_rep"], "distinct": rec["distinct"], "excess": excess, "n_embd": n_embd,
+                        "temperature": T})
 
     def on_end(self, board):
         if not self.measured:
@@ -480,12 +537,16 @@ class Doctor:
 
     def __init__(self, run: RunInfo, th: Thresholds | None = None, on_finding=None):
         self.run, self.th = run, th or Thresholds()
-        self.board = Board(run, self.th)
+        self.on_finding = on_finding
+        self._reset()
+
+    def _reset(self) -> None:
+        self.board = Board(self.run, self.th)
         # the explosion detector runs first so "not decreasing" can defer to it
         order = (InitialLoss, Exploding, NotDecreasing, Repetition, TooSlow, Overfitting)
-        self.detectors = [cls(run, self.th) for cls in order]
+        self.detectors = [cls(self.run, self.th) for cls in order]
         self.findings: list[Finding] = []
-        self.on_finding = on_finding
+        self.log: list[tuple[str, dict]] = []  # every record fed, in order: rewind() replays it
 
     def _collect(self, det: Detector, f: Finding | None) -> None:
         if f is None or det.finding is not None:
@@ -496,18 +557,44 @@ class Doctor:
         if self.on_finding:
             self.on_finding(f)
 
+    def carry(self, f: Finding) -> None:
+        """Mark a finding made earlier (before a resume) as found, without announcing it again."""
+        det = self.by_key()[f.key]
+        if det.finding is None:
+            det.finding = f
+            self.board.fired.add(f.key)
+            self.findings.append(f)
+
+    def rewind(self, step: int) -> None:
+        """Training went back to the checkpoint at `step` (a guard rollback): forget what came
+        after it, as the offline reader does (records.drop_rewound), by rebuilding the
+        detectors from the records up to `step`. Findings made after it are dropped."""
+        log, keep = [(k, r) for k, r in self.log if r["step"] <= step], [f for f in self.findings if f.step <= step]
+        on_finding, self.on_finding = self.on_finding, None  # the replay finds those again, silently
+        self._reset()
+        for kind, rec in log:
+            getattr(self, kind)(rec)
+        self.on_finding = on_finding
+        for f in keep:  # e.g. findings carried over from before a resume, which the replay cannot remake
+            self.carry(f)
+
     def step(self, rec: dict) -> None:
+        if self.board.steps and rec["step"] <= self.board.steps[-1]["step"]:
+            self.rewind(rec["step"] - 1)
+        self.log.append(("step", rec))
         self.board.steps.append(rec)
         for d in self.detectors:
             if d.finding is None:
                 self._collect(d, d.on_step(rec, self.board))
 
     def eval(self, rec: dict) -> None:
+        self.log.append(("eval", rec))
         for d in self.detectors:
             if d.finding is None:
                 self._collect(d, d.on_eval(rec, self.board))
 
     def probe(self, rec: dict) -> None:
+        self.log.append(("probe", rec))
         if rec.get("kind") == "update_ratio" and _finite(rec.get("update_ratio")):
             self.board.update_ratios.append((rec["step"], rec["update_ratio"]))
         for d in self.detectors:

@@ -3,15 +3,18 @@
     from scratchlm.doctor.live import attach
     events = attach(Events())            # then run_training(cfg, out, events=events)
 
-The loop never imports this module; `run_training(diagnose=True)` attaches it. Besides
-routing the step/eval records to the detectors, the live doctor takes two measurements
-the loop does not log, and appends them to probes.jsonl in the run folder:
+The loop never imports this module: `scratchlm train` (or your own code, as above)
+attaches it. Besides routing the step/eval records to the detectors, the live doctor
+takes two measurements the loop does not log, and appends them to probes.jsonl:
   - every `probe_every` steps, the update-to-weight ratio ‖W_after − W_before‖ / ‖W_before‖
     of one optimizer step (over the weight matrices), from a copy of the weights;
   - at each evaluation, a short sample and how much it repeats itself, next to the same
     measure on real validation text.
-Findings are printed (unless quiet) and appended to diagnostics.jsonl. An error inside the
-doctor switches it off with a warning; it never stops a training run.
+Findings are printed (unless quiet) and appended to diagnostics.jsonl. When training goes
+back to a checkpoint (a guard rollback or a resume), a {"kind": "rewind"/"start", "step": S}
+line in both files tells `scratchlm doctor` to drop what was recorded after step S, and the
+live detectors forget it too (Doctor.rewind). An error inside the doctor switches it off
+with a warning; it never stops a training run.
 """
 
 from __future__ import annotations
@@ -104,11 +107,11 @@ class LiveDoctor:
         if t.step > 0:  # resumed: rebuild the detectors' history silently, keep earlier findings
             past = load_run(self.run_dir)
             replay(self.doctor, past["steps"], past["evals"], past["probes"], upto=t.step)
-            fired = {f["key"] for f in past["findings"]}
-            for d in self.doctor.detectors:
-                if d.key in fired and d.finding is None:
-                    d.finding = Finding(d.key, d.symptom, 0, "(found before the resume)", "", "")
-                    self.doctor.board.fired.add(d.key)
+            for f in past["findings"]:
+                if f["step"] <= t.step:  # later ones belong to steps that are about to be redone
+                    d = self.doctor.by_key()[f["key"]]
+                    self.doctor.carry(Finding(d.key, d.symptom, 0, "(found before the resume)", "", ""))
+            self._append("diagnostics.jsonl", {"kind": "start", "step": t.step})
         self.doctor.on_finding = self._finding
         # the repetition reference: the same measure on real validation text of the same length
         val = t.val_batches.data
@@ -122,7 +125,11 @@ class LiveDoctor:
 
     def _step(self, info):
         rec = dict(info)
-        self.doctor.step(rec)
+        steps = self.doctor.board.steps
+        if steps and rec["step"] <= steps[-1]["step"]:  # a guard rollback: mark it for `scratchlm doctor`
+            for name in ("probes.jsonl", "diagnostics.jsonl"):
+                self._append(name, {"kind": "rewind", "step": rec["step"] - 1})
+        self.doctor.step(rec)  # drops the rewound steps itself
         step = rec["step"]
         snap, self._snapshot = self._snapshot, None
         if snap is not None and snap[0] == step - 1 and not rec.get("skipped"):

@@ -30,11 +30,12 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def drop_rewound(records: list[dict]) -> list[dict]:
-    """A resumed run goes back to its last checkpoint and logs those steps again; keep only
-    the history that led to the end. In metrics.jsonl a step record whose step is not after
-    the previous one marks the rewind; in probes.jsonl a "start" record (written when
-    training starts or resumes at step S) discards what was recorded after S, as does a
-    {"event": "resume"} line in metrics.jsonl."""
+    """A resumed run (or a guard rollback) goes back to a checkpoint and logs those steps
+    again; keep only the history that led to the end. In metrics.jsonl a step record whose
+    step is not after the previous one marks the rewind, as does an {"event": "resume"}
+    line; in probes.jsonl and diagnostics.jsonl a "start" record (written when training
+    starts or resumes at step S) or a "rewind" record (a rollback to S) discards what was
+    recorded after S."""
     kept: list[dict] = []
     for rec in records:
         step = rec.get("step")
@@ -43,7 +44,7 @@ def drop_rewound(records: list[dict]) -> list[dict]:
         if "loss" in rec:  # a step record
             while kept and kept[-1]["step"] >= step:
                 kept.pop()
-        elif rec.get("kind") == "start" or rec.get("event") == "resume":
+        elif rec.get("kind") in ("start", "rewind") or rec.get("event") == "resume":
             while kept and kept[-1]["step"] > step:
                 kept.pop()
         kept.append(rec)
@@ -64,7 +65,7 @@ def load_run(run_dir: str | Path) -> dict:
         "steps": [r for r in metrics if "loss" in r],
         "evals": [r for r in metrics if r.get("event") == "eval"],
         "probes": drop_rewound(read_jsonl(run_dir / "probes.jsonl")),
-        "findings": [r for r in read_jsonl(run_dir / "diagnostics.jsonl") if r.get("kind") == "finding"],
+        "findings": [r for r in drop_rewound(read_jsonl(run_dir / "diagnostics.jsonl")) if r.get("kind") == "finding"],
     }
 
 
@@ -76,7 +77,7 @@ def replay(doctor, steps: list[dict], evals: list[dict], probes: list[dict], upt
         for r in recs:
             by_step.setdefault(r["step"], []).append((order, kind, r))
     for r in probes:
-        if r.get("kind") == "start":
+        if r.get("kind") in ("start", "rewind"):  # markers, not measurements
             continue
         order = 1 if r.get("kind") == "update_ratio" else 3  # repetition is sampled at the evaluation
         by_step.setdefault(r["step"], []).append((order, "probe", r))

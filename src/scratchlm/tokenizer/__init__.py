@@ -38,6 +38,8 @@ def _registry():
 
 
 def tokenizer_from_dict(d: dict):
+    if not isinstance(d, dict):  # e.g. a file holding `[1, 2]`: valid JSON, but no tokenizer
+        raise ScratchLMError(f"tokenizer file is corrupt: its top level must be an object, not {type(d).__name__}")
     if d.get("format") != FORMAT:
         raise ScratchLMError("not a scratchlm tokenizer file (missing 'format': 'scratchlm-tokenizer')")
     types = _registry()

@@ -68,7 +68,7 @@ class BPETokenizer:
         self,
         merges: Iterable[tuple[int, int]],
         pattern: str = "gpt4",
-        special_tokens: Iterable[str] = ("<|endoftext|>",),
+        special_tokens: str | Iterable[str] = ("<|endoftext|>",),
         meta: dict | None = None,
     ):
         self.merges: list[tuple[int, int]] = [(int(a), int(b)) for a, b in merges]
@@ -77,7 +77,7 @@ class BPETokenizer:
         n_base = 256 + len(self.merges)
         # Special tokens come right after the merges, in the order given.
         self.special_tokens: dict[str, int] = {}
-        for s in special_tokens:
+        for s in _special_names(special_tokens):
             if s in self.special_tokens:
                 raise ScratchLMError(f"special token {s!r} is listed twice")
             self.special_tokens[s] = n_base + len(self.special_tokens)
@@ -105,7 +105,7 @@ class BPETokenizer:
         data,
         vocab_size: int,
         pattern: str = "gpt4",
-        special_tokens=("<|endoftext|>",),
+        special_tokens: str | Iterable[str] = ("<|endoftext|>",),
         progress: bool = False,
         workers: int | None = None,
     ) -> "BPETokenizer":
@@ -114,9 +114,10 @@ class BPETokenizer:
         `data` is one string, a `pathlib.Path` to a UTF-8 text file, or an iterable of
         documents (strings or Paths); chunks never span two documents. Counting chunks
         uses `workers` processes for large inputs (default: all cores, up to 8);
-        the result does not depend on it.
+        the result does not depend on it. `special_tokens`: names (one bare string
+        is one name) that get the last ids.
         """
-        special_tokens = tuple(special_tokens)
+        special_tokens = _special_names(special_tokens)
         num_merges = int(vocab_size) - 256 - len(special_tokens)
         if num_merges < 0:
             raise ScratchLMError(f"vocab_size {vocab_size} is too small: it must be at least 256 + {len(special_tokens)} special tokens")
@@ -131,7 +132,7 @@ class BPETokenizer:
             n_chars += len(doc)
 
         t0 = time.perf_counter()
-        chunks = count_chunks(_as_documents(data), pattern_text, workers=workers, on_doc=on_doc)
+        chunks = count_chunks(_as_documents(data), pattern_text, workers=workers, on_doc=on_doc, progress=progress)
         t_count = time.perf_counter() - t0
         merges = learn_merges(chunks, num_merges, progress=progress)
         seconds = time.perf_counter() - t0
@@ -435,6 +436,15 @@ class StreamDecoder:
 
 
 # ------------------------------------------------------------------------ helpers
+
+
+def _special_names(special_tokens) -> tuple[str, ...]:
+    """Special token names as a tuple; one bare string is one token (not its characters)."""
+    names = (special_tokens,) if isinstance(special_tokens, str) else tuple(special_tokens)
+    for s in names:
+        if not isinstance(s, str) or not s:
+            raise ScratchLMError(f"special tokens must be non-empty strings, got {s!r}")
+    return names
 
 
 def _as_documents(data):

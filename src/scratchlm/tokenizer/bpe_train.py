@@ -126,14 +126,17 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def count_chunks(data: str | Iterable[str], pattern: str, workers: int | None = None, on_doc: Callable | None = None) -> Counter:
+def count_chunks(
+    data: str | Iterable[str], pattern: str, workers: int | None = None, on_doc: Callable | None = None, progress: bool = False
+) -> Counter:
     """Split the corpus with `pattern` and count how often each distinct chunk occurs.
 
     `data` is one string or an iterable of documents (chunks never span documents).
     `on_doc(text)` sees every document as it goes by (used to hash the corpus).
     With several workers, a long string is cut at safe places (see
     `regex_patterns.split_for_workers`) and documents are sent in batches; the counts
-    are identical to a single-process run.
+    are identical to a single-process run. `progress` shows a bar of finished parts
+    when the input is large enough to be counted in processes.
     """
     workers = default_workers() if workers is None else max(1, int(workers))
     if isinstance(data, str):
@@ -156,10 +159,24 @@ def count_chunks(data: str | Iterable[str], pattern: str, workers: int | None = 
             return _count_piece(first)
         jobs = _chain(first, second, jobs)
     total: Counter = Counter()
+    bar = _progress_bar(progress, len(jobs) if isinstance(jobs, list) else None, "bpe counting", "part")
     with _pool_context().Pool(workers) as pool:
         for counts in pool.imap_unordered(_count_piece, jobs):
             total.update(counts)  # addition commutes: arrival order does not matter
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
     return total
+
+
+def _progress_bar(on: bool, total: int | None, desc: str, unit: str):
+    """A tqdm bar on stderr, or None when progress is off."""
+    if not on:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit)
 
 
 def _pool_context():
@@ -211,11 +228,7 @@ def learn_merges(chunk_counts: dict[str, int], num_merges: int, progress: bool =
     heap = [entry(p) for p in pair_counts]
     heapq.heapify(heap)
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=num_merges, desc="bpe merges", unit="merge")
+    bar = _progress_bar(progress, num_merges, "bpe merges", "merge")
 
     merges: list[tuple[int, int]] = []
     while len(merges) < num_merges and heap:

@@ -119,4 +119,9 @@ class WordBPETokenizer:
 
         if d.get("version") != 1 or not isinstance(d.get("alphabet"), list) or not isinstance(d.get("merges"), list):
             raise ScratchLMError("word-BPE tokenizer file has an unknown version or is missing 'alphabet'/'merges'")
+        if not all(isinstance(c, str) for c in d["alphabet"]):
+            raise ScratchLMError("word-BPE tokenizer file is corrupt: 'alphabet' must be a list of strings")
+        for i, m in enumerate(d["merges"]):
+            if not (isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m)):
+                raise ScratchLMError(f"word-BPE tokenizer file is corrupt: merge {i} is {m!r}, not a pair of strings")
         return cls(d["alphabet"], [tuple(m) for m in d["merges"]])

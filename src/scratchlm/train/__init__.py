@@ -10,35 +10,38 @@ from .events import Events
 
 
 def run_training(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-                 quiet: bool = False, events: Events | None = None, sample: bool = True, diagnose: bool = True) -> dict:
+                 quiet: bool = False, events: Events | None = None, sample: bool = True) -> dict:
     """The whole job: prepare the run folder, train, evaluate, sample, summarise.
-    `diagnose`: attach the doctor's live detectors (findings go to diagnostics.jsonl)."""
+    `events`: subscribers to the loop's events, e.g. the doctor's live detectors
+    (`scratchlm.doctor.live.attach(Events())`, as `scratchlm train` does); the core
+    imports none of them."""
     from ..errors import ScratchLMError
     from . import checkpoint as ckpt
     from .loop import Trainer
-    from .prepare import prepare
-    from .runtime import set_threads, setup_runtime, teardown
+    from .prepare import prepare, write_run_files
+    from .runtime import rank0_first, set_threads, setup_runtime, teardown
 
-    if diagnose:  # imported here, never by the loop: the core does not depend on the doctor
-        from ..doctor.live import attach
-
-        events = attach(events if events is not None else Events(), quiet=quiet)
     tc = cfg.train if cfg is not None else None
     rt = setup_runtime(tc if tc is not None else RunConfig().train)
     try:
         threads = set_threads(tc.threads if tc is not None else 0)
         say = (lambda *a, **k: None) if (quiet or not rt.master) else print
-        p = prepare(cfg, out, resume=resume, overwrite=overwrite, say=say, master=rt.master)
+        # under torchrun rank 0 fills the caches and writes the run folder first; the other
+        # ranks then only read them (no two processes write one file, and no rank mistakes
+        # the folder rank 0 has just written for "another run")
+        p = rank0_first(lambda: prepare(cfg, out, resume=resume, overwrite=overwrite, say=say, master=rt.master), rt)
         if rt.distributed:
             import torch.distributed as dist
 
-            dist.barrier()  # rank 0 has written the run folder
+            dist.barrier()  # every rank has prepared: rank 0 may now change the run folder
         trainer = Trainer(p.cfg, p.run_dir, p.tok, p.tok_hash, p.data, rt, events=events, quiet=quiet)
         if resume:
             latest = ckpt.latest_good_checkpoint(p.run_dir / "checkpoints", warn=say)
             if latest is None:
                 raise ScratchLMError(f"{p.run_dir} has no complete checkpoint to resume from")
             trainer.load(latest)
+            if rt.master:  # accepted: now record the resumed run's config (a refused resume changes nothing)
+                write_run_files(p)
             # metrics.jsonl may hold steps past this checkpoint (from a crash): they are redone
             trainer.log({"event": "resume", "step": trainer.step, "checkpoint": latest.name})
             say(f"resuming from {latest} (step {trainer.step})")

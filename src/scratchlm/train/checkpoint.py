@@ -2,7 +2,8 @@
 
     checkpoints/step_000400/
         model.safetensors   the weights (safetensors: plain tensors, no code runs on load)
-        trainer.pt          optimizer state + torch RNG states (loaded with weights_only=True)
+        trainer.pt          optimizer state, torch RNG states and the fp16 loss scaler
+                            (loaded with weights_only=True)
         state.json          step, config, tokenizer hash, Python/NumPy RNG, metrics, code version
         manifest.json       sha256 of every file above; written last, so a folder without
                             a valid manifest is known to be incomplete
@@ -86,12 +87,20 @@ def set_rng_state(js: dict, tensors: dict) -> None:
         torch.cuda.set_rng_state_all(tensors["cuda"])
 
 
+# What a write error looks like when the disk is full: an OSError with its errno, or
+# (safetensors, torch.save) the OS error in words inside another exception's message.
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
+_FULL_WORDS = ("No space left", "StorageFull", "Disk quota exceeded", "QuotaExceeded")
+
+
 def _disk_full(e: BaseException, where: Path) -> bool:
     """Did this write fail because the disk (or quota) is full? torch.save reports a
     full disk as a RuntimeError from its zip writer, so also look at the free space."""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    if isinstance(e, (OSError, RuntimeError)):
+    if isinstance(e, SafetensorError) and any(w in str(e) for w in _FULL_WORDS):
+        return True
+    if isinstance(e, WRITE_ERRORS):
         try:
             return shutil.disk_usage(where).free < (64 << 20)
         except OSError:
@@ -99,15 +108,16 @@ def _disk_full(e: BaseException, where: Path) -> bool:
     return False
 
 
-def save_checkpoint(folder: Path, model_sd: dict, optimizer_sd: dict | None, state: dict) -> Path:
-    """Write a checkpoint folder atomically; returns its path.
+def save_checkpoint(folder: Path, model_sd: dict, optimizer_sd: dict | None, state: dict, scaler: dict | None = None) -> Path:
+    """Write a checkpoint folder atomically; returns its path. `scaler`: the fp16
+    GradScaler's state (its loss scale), if one is in use.
     A full disk gives a ScratchLMError; the previous checkpoints are left as they were."""
     folder = Path(folder)
     parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
     try:
-        return _save(folder, parent, model_sd, optimizer_sd, state)
-    except (OSError, RuntimeError) as e:
+        return _save(folder, parent, model_sd, optimizer_sd, state, scaler)
+    except WRITE_ERRORS as e:
         if not _disk_full(e, parent):
             raise
         kept = [p.name for p in step_checkpoints(parent)] + [n for n in ("best", "final") if (parent / n).is_dir()]
@@ -116,7 +126,7 @@ def save_checkpoint(folder: Path, model_sd: dict, optimizer_sd: dict | None, sta
                              f"scratchlm train --resume {parent.parent}") from None
 
 
-def _save(folder: Path, parent: Path, model_sd: dict, optimizer_sd: dict | None, state: dict) -> Path:
+def _save(folder: Path, parent: Path, model_sd: dict, optimizer_sd: dict | None, state: dict, scaler: dict | None) -> Path:
     tmp = parent / f".tmp-{folder.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -124,7 +134,7 @@ def _save(folder: Path, parent: Path, model_sd: dict, optimizer_sd: dict | None,
     try:
         save_file(model_sd, str(tmp / MODEL_FILE))
         py_np, rng_tensors = rng_state()
-        torch.save({"optimizer": optimizer_sd, "rng": rng_tensors}, tmp / TRAINER_FILE)
+        torch.save({"optimizer": optimizer_sd, "rng": rng_tensors, **({"scaler": scaler} if scaler else {})}, tmp / TRAINER_FILE)
         state = dict(state, rng=py_np, code_version=__version__)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
         files = [MODEL_FILE, TRAINER_FILE, STATE_FILE]

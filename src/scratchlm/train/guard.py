@@ -7,6 +7,8 @@ the loop has computed anyway (the loss and the gradient norm):
     loss > mean + k·std of the     -> a bad step (a "spike"); the window holds the losses
       last `window` good steps        of recent good steps only, so a spike cannot raise
                                       the bar for the next one
+    gradient norm > mean + k·std   -> a bad step too: the same test on a window of the
+      of its own window               gradient norms of good steps (same k)
 
 A bad step is skipped: the gradients are thrown away, the optimizer does not move,
 the weights and Adam's moments stay as they were. One bad batch is then harmless.
@@ -17,7 +19,7 @@ reloads the last good checkpoint (weights, optimizer, RNG), moves the data posit
 past the batches that went wrong, optionally multiplies the learning rate by
 `lr_factor`, and carries on. Everything is logged to metrics.jsonl as events.
 
-The check costs a few float comparisons and a mean/std over ~50 numbers per step:
+The check costs a few float comparisons and two means/stds over ~50 numbers per step:
 benchmarks/bench_guard.py measures it against the step itself.
 """
 
@@ -36,29 +38,38 @@ MAX_ROLLBACKS_PER_CHECKPOINT = 3
 
 
 class SpikeGuard:
-    """Flags a step whose loss or gradient norm is non-finite, or whose loss is more than
-    `k` standard deviations above the recent window (a spike)."""
+    """Flags a step whose loss or gradient norm is non-finite, or more than `k` standard
+    deviations above its recent window (a spike)."""
 
     def __init__(self, window: int = 50, k: float = 6.0, min_history: int | None = None):
         self.losses: deque[float] = deque(maxlen=window)
+        self.norms: deque[float] = deque(maxlen=window)
         self.k = k
-        # A mean and std over a handful of losses are too noisy to call anything a spike.
+        # A mean and std over a handful of values are too noisy to call anything a spike.
         self.min_history = min_history if min_history is not None else min(20, window)
 
+    def _spike(self, x: float, window: deque) -> tuple[float, float] | None:
+        """(mean, std) of the window when x is more than k std above its mean, else None."""
+        n = len(window)
+        if n < self.min_history:
+            return None
+        mean = sum(window) / n
+        std = math.sqrt(sum((v - mean) ** 2 for v in window) / n)
+        # the floor on std stops a perfectly flat window from flagging tiny wiggles
+        return (mean, std) if x > mean + self.k * max(std, 1e-3) else None
+
     def check(self, loss: float, grad_norm: float) -> str | None:
-        """The reason the step is bad, or None (then the loss joins the window)."""
+        """The reason the step is bad, or None (then loss and norm join their windows)."""
         if not math.isfinite(loss):
             return "non-finite loss"
         if not math.isfinite(grad_norm):
             return "non-finite gradient norm"
-        n = len(self.losses)
-        if n >= self.min_history:
-            mean = sum(self.losses) / n
-            std = math.sqrt(sum((x - mean) ** 2 for x in self.losses) / n)
-            # the floor on std stops a perfectly flat window from flagging tiny wiggles
-            if loss > mean + self.k * max(std, 1e-3):
-                return f"loss spike ({loss:.3f} > mean {mean:.3f} + {self.k:g}·std {std:.3f})"
+        if s := self._spike(loss, self.losses):
+            return f"loss spike ({loss:.3f} > mean {s[0]:.3f} + {self.k:g}·std {s[1]:.3f})"
+        if s := self._spike(grad_norm, self.norms):
+            return f"gradient norm spike ({grad_norm:.3g} > mean {s[0]:.3g} + {self.k:g}·std {s[1]:.3g})"
         self.losses.append(loss)
+        self.norms.append(grad_norm)
         return None
 
 
@@ -88,11 +99,13 @@ class Guard:
 
     def state_dict(self) -> dict:
         """What a checkpoint keeps, so a resumed run judges spikes exactly as before."""
-        return {"losses": list(self.spikes.losses), "lr_scale": self.lr_scale}
+        return {"losses": list(self.spikes.losses), "norms": list(self.spikes.norms), "lr_scale": self.lr_scale}
 
     def load_state_dict(self, d: dict) -> None:
         self.spikes.losses.clear()
         self.spikes.losses.extend(d.get("losses", []))
+        self.spikes.norms.clear()
+        self.spikes.norms.extend(d.get("norms", []))
         self.lr_scale = d.get("lr_scale", 1.0)
         self.streak = 0
 

@@ -3,11 +3,15 @@
 One optimizer step:
     for each micro-batch:   loss = model(x, y) / accum;  loss.backward()   (gradients add up)
     clip the gradient norm  (one bad batch cannot throw the weights far)
-    check for NaN/Inf and loss spikes (a bad step is skipped, not applied)
+    check for NaN/Inf and spikes (a bad step is skipped, not applied)
     optimizer.step() at the scheduled learning rate
+(fp16: the loss is scaled before backward and the gradients unscaled before clipping;
+a step whose scaled gradients overflowed is skipped by the scaler, which lowers the
+scale — routine loss scaling, not a bad step for the guard.)
 Every `eval_interval` steps: validation loss and bits per byte, a checkpoint.
 Under torchrun every rank runs this same loop on its own share of the data;
-DistributedDataParallel averages gradients on the last micro-step only.
+DistributedDataParallel averages gradients on the last micro-step only, and the ranks
+agree every step on whether to stop (time, signal), so that all leave the loop together.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from .events import Events
 from .guard import Guard, SpikeGuard, roll_back  # noqa: F401  (SpikeGuard lived here before)
 from .optim import lr_at, make_optimizer
 from .flops import flops_per_token, mfu_hint, peak_flops
-from .runtime import Runtime, all_reduce_sum, fsdp_full_state, fsdp_load_state, fsdp_wrap
+from .runtime import Runtime, all_reduce_sum, any_rank, fsdp_full_state, fsdp_load_state, fsdp_wrap
 
 
 def token_byte_lengths(tok, vocab_size: int) -> torch.Tensor:
@@ -90,8 +94,8 @@ class Trainer:
         self.micro, self.accum = micro, tc.batch_size // (micro * rt.world)
         # No rank in the seed: micro-batches are numbered globally (rank × accum + micro), so
         # 2 ranks × 2 micro-steps draw exactly the windows 1 process × 4 micro-steps draws.
-        self.train_batches = Batches(data["train"], cfg.model.block_size, rt.device, tc.seed)
-        self.val_batches = Batches(data["val"], cfg.model.block_size, rt.device, tc.seed)
+        self.train_batches = Batches(data["train"], cfg.model.block_size, rt.device, tc.seed, split="training")
+        self.val_batches = Batches(data["val"], cfg.model.block_size, rt.device, tc.seed, split="validation")
         self.token_bytes = token_byte_lengths(tok, cfg.model.vocab_size).to(rt.device)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == "fp16")
         self._set_checkpointing(tc.activation_checkpointing)
@@ -109,6 +113,7 @@ class Trainer:
         self.flops_per_token = flops_per_token(cfg.model, self.raw_model.num_params())
         self.peak_flops, self.peak_source = None, ""  # measured lazily: a CPU peak takes a second
         self.step = 0
+        self._saved_step = None  # the step of the newest step_* checkpoint this run holds
         self.best_val = float("inf")
         self.warmup_end_progress = 0.0
         self.train_time = 0.0  # seconds spent training, carried across resumes
@@ -208,12 +213,15 @@ class Trainer:
         if self.fsdp:  # gathering the shards is a collective: every rank takes part, rank 0 writes
             model_sd, optim_sd = fsdp_full_state(self.raw_model, self.optimizer)
             model_sd.pop("lm_head.weight", None)  # tied to transformer.wte.weight
+        if name is None:
+            self._saved_step = self.step
         if not self.rt.master:
             return None
         if not self.fsdp:
             model_sd, optim_sd = ckpt.plain_state_dict(self.raw_model), self.optimizer.state_dict()
         folder = self.ckpt_dir / (name or f"step_{self.step:07d}")
-        ckpt.save_checkpoint(folder, model_sd, optim_sd, self._state())
+        scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None  # fp16: the current loss scale
+        ckpt.save_checkpoint(folder, model_sd, optim_sd, self._state(), scaler=scaler)
         if name is None:
             ckpt.prune(self.ckpt_dir, self.cfg.train.keep_last)
         self.events.emit("checkpoint", step=self.step, path=str(folder))
@@ -232,8 +240,11 @@ class Trainer:
                 self.optimizer.load_state_dict(trainer["optimizer"])
         except (ValueError, KeyError) as e:
             raise ScratchLMError(f"checkpoint {folder} has optimizer state for another model ({e})") from None
+        if self.scaler.is_enabled() and trainer.get("scaler"):
+            self.scaler.load_state_dict(trainer["scaler"])
         ckpt.set_rng_state(state["rng"], trainer["rng"])
         self.step, self.best_val = state["step"], state["best_val"]
+        self._saved_step = self.step
         self.warmup_end_progress, self.train_time = state["warmup_end_progress"], state["train_time"]
         self.guard.load_state_dict(state.get("guard", {}))
         self.data_skip = state.get("data_position", {}).get("skip", 0)
@@ -272,7 +283,10 @@ class Trainer:
             grad_norm = grad_norm.full_tensor()
         loss_val = all_reduce_sum(loss_sum, rt).item() / rt.world
         norm_val = grad_norm.item()
-        bad = self.guard.check(loss_val, norm_val)
+        # fp16 overflow: a finite loss whose scaled gradients hit Inf. scaler.step skips the
+        # update and scaler.update lowers the scale; the guard does not count it as bad.
+        overflow = self.scaler.is_enabled() and math.isfinite(loss_val) and not math.isfinite(norm_val)
+        bad = None if overflow else self.guard.check(loss_val, norm_val)
         if bad:  # skip the update: the weights and Adam's moments stay as they were
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler.is_enabled():
@@ -281,7 +295,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
-        return {"loss": loss_val, "lr": lr, "grad_norm": norm_val, "clipped": bool(norm_val > clip), "skipped": bad}
+        return {"loss": loss_val, "lr": lr, "grad_norm": norm_val, "clipped": bool(norm_val > clip), "skipped": bad,
+                "overflow": overflow}
 
     def fit(self) -> dict:
         tc, rt = self.cfg.train, self.rt
@@ -303,8 +318,11 @@ class Trainer:
             self.save()  # so that a rollback always has a good checkpoint to go back to
         with StopRequested() as stop:
             while self.step < tc.max_steps:
-                if tc.max_time and self.train_time >= tc.max_time:
-                    stopped_by = "time"
+                # Every rank has its own clock and signal handler; a rank leaving the loop on
+                # its own would leave the others waiting in a collective. So they agree.
+                time_up, signalled = any_rank([bool(tc.max_time and self.train_time >= tc.max_time), stop.requested], rt)
+                if signalled or time_up:
+                    stopped_by = "signal" if signalled else "time"
                     break
                 t0 = time.perf_counter()
                 last = self.train_step()
@@ -350,10 +368,9 @@ class Trainer:
                     ev = self._eval_and_checkpoint(bar)
                 elif tc.checkpoint_interval and self.step % tc.checkpoint_interval == 0:
                     self.save()
-                if stop.requested:
-                    stopped_by = "signal"
-                    break
             bar.close()
+            if stopped_by == "signal" and self._saved_step != self.step:
+                self.save()  # first, before the final evaluation: a second Ctrl-C during it loses nothing
         if ev is None or ev["step"] != self.step:
             ev = self._eval_and_checkpoint(None, periodic=False)
         if stopped_by == "signal":
@@ -376,7 +393,7 @@ class Trainer:
             self.say(f"step {self.step:>6}: val loss {ev['val_loss']:.4f}, {ev['val_bpb']:.3f} bits/byte" + (" (best)" if improved else ""))
         self.events.emit("eval", **ev)
         every = self.cfg.train.checkpoint_interval
-        if not periodic or not every or self.step % every == 0:
+        if (not periodic or not every or self.step % every == 0) and self._saved_step != self.step:
             self.save()
         if improved and self.cfg.train.keep_best:
             self.save("best")

@@ -54,14 +54,16 @@ def vocab_for(cfg) -> tuple[int, str]:
 
 def estimate(cfg, world: int = 1) -> dict:
     """Bytes per component by formula; see the module docstring."""
-    from ..model import GPT
-
-    m, tc = cfg.model, cfg.train
     import torch
 
+    from ..model import GPT
+    from .runtime import pick_device, pick_dtype
+
+    m, tc = cfg.model, cfg.train
     with torch.device("meta"):  # shapes only: no memory is allocated
         n_params = sum(p.numel() for p in GPT(m).parameters())
-    half = tc.dtype in ("bf16", "fp16", "auto")
+    dtype, _ = pick_dtype(tc.dtype, pick_device(tc.device)[0])  # what the trainer would pick ("auto": per device)
+    half = dtype in ("bf16", "fp16")
     act_bytes = 2 if half else 4
     micro = tc.micro_batch_size or tc.batch_size // world
     tokens = micro * m.block_size
@@ -70,9 +72,10 @@ def estimate(cfg, world: int = 1) -> dict:
         per_layer = 17 * C * act_bytes + 2 * C * 4  # the residual stream and LayerNorm inputs stay fp32
         acts = tokens * L * per_layer
     else:
-        kept = L if tc.activation_checkpointing == "blocks" else L - len(range(0, L, int(tc.activation_checkpointing[6:])))
+        # checkpointed blocks, as the trainer picks them: all, or every k-th from the first
+        ckpt = L if tc.activation_checkpointing == "blocks" else len(range(0, L, int(tc.activation_checkpointing[6:])))
         recompute = 17 * C * act_bytes + 2 * C * 4
-        acts = tokens * ((L - kept) * recompute + kept * C * 4 + recompute)
+        acts = tokens * ((L - ckpt) * recompute + ckpt * C * 4 + recompute)
     logits = tokens * V * (act_bytes + 4 + 4)  # logits, their fp32 copy for the loss, its gradient
     shard = world if tc.fsdp else 1
     return {

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import ScratchLMError
+
 
 @dataclass
 class Runtime:
@@ -143,6 +145,34 @@ def all_reduce_sum(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
     if rt.distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def any_rank(flags: list[bool], rt: Runtime) -> list[bool]:
+    """Each flag becomes True on every rank if it is True on any rank (one tiny all-reduce)."""
+    if not rt.distributed:
+        return flags
+    t = torch.tensor(flags, dtype=torch.float32, device=rt.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def rank0_first(fn, rt: Runtime):
+    """fn() on rank 0, then on the other ranks, which find rank 0's files in place (caches,
+    the run folder) and only read them: no two processes write the same file. If rank 0
+    fails, the others stop too instead of waiting for it forever."""
+    if not rt.distributed:
+        return fn()
+    result, failed = None, None
+    if rt.master:
+        try:
+            result = fn()
+        except Exception as e:  # told to the other ranks first, then raised
+            failed = e
+    if any_rank([failed is not None], rt)[0]:  # also the barrier: the others wait here for rank 0
+        if failed is not None:
+            raise failed
+        raise ScratchLMError("rank 0 could not prepare the run (its error is above)")
+    return result if rt.master else fn()
 
 
 def teardown(rt: Runtime) -> None:
