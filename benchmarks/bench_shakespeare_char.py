@@ -32,8 +32,8 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "tinyshakespeare" / "inp
 BEST = {
     "model.block_size": 64, "model.n_layer": 4, "model.n_head": 4, "model.n_embd": 128,
     "data.tokenizer": "char", "data.val_fraction": 0.1,
-    "train.batch_size": 32, "train.lr": 3e-3, "train.min_lr_ratio": 0.05, "train.warmup_steps": 50, "train.beta2": 0.99,
-    "train.schedule": "cosine", "train.eval_interval": 100, "train.eval_tokens": 1_000_000, "train.dtype": "auto",
+    "train.batch_size": 16, "train.lr": 3e-3, "train.min_lr_ratio": 0.05, "train.warmup_steps": 50, "train.beta2": 0.99,
+    "train.schedule": "cosine", "train.eval_interval": 50, "train.eval_tokens": 1_000_000, "train.dtype": "auto",
     "sample.num_samples": 0,
 }
 

@@ -7,8 +7,12 @@ the loop has computed anyway (the loss and the gradient norm):
     loss > mean + k·std of the     -> a bad step (a "spike"); the window holds the losses
       last `window` good steps        of recent good steps only, so a spike cannot raise
                                       the bar for the next one
-    gradient norm > mean + k·std   -> a bad step too: the same test on a window of the
-      of its own window               gradient norms of good steps (same k)
+    log gradient norm > mean +     -> a bad step too: the same test on the logs of the
+      k·std of its own window         gradient norms of good steps (same k). Norms are
+                                      multiplicative and heavy-tailed (a healthy run's norm
+                                      can double within a few steps), so the test runs in
+                                      log space with a floor of 0.25 on the std: the bar is
+                                      at least e^(k/4) ≈ 4.5× the recent (geometric) mean
 
 A bad step is skipped: the gradients are thrown away, the optimizer does not move,
 the weights and Adam's moments stay as they were. One bad batch is then harmless.
@@ -48,15 +52,16 @@ class SpikeGuard:
         # A mean and std over a handful of values are too noisy to call anything a spike.
         self.min_history = min_history if min_history is not None else min(20, window)
 
-    def _spike(self, x: float, window: deque) -> tuple[float, float] | None:
+    def _spike(self, x: float, window, std_floor: float = 1e-3) -> tuple[float, float] | None:
         """(mean, std) of the window when x is more than k std above its mean, else None."""
+        window = list(window)
         n = len(window)
         if n < self.min_history:
             return None
         mean = sum(window) / n
         std = math.sqrt(sum((v - mean) ** 2 for v in window) / n)
         # the floor on std stops a perfectly flat window from flagging tiny wiggles
-        return (mean, std) if x > mean + self.k * max(std, 1e-3) else None
+        return (mean, std) if x > mean + self.k * max(std, std_floor) else None
 
     def check(self, loss: float, grad_norm: float) -> str | None:
         """The reason the step is bad, or None (then loss and norm join their windows)."""
@@ -66,8 +71,10 @@ class SpikeGuard:
             return "non-finite gradient norm"
         if s := self._spike(loss, self.losses):
             return f"loss spike ({loss:.3f} > mean {s[0]:.3f} + {self.k:g}·std {s[1]:.3f})"
-        if s := self._spike(grad_norm, self.norms):
-            return f"gradient norm spike ({grad_norm:.3g} > mean {s[0]:.3g} + {self.k:g}·std {s[1]:.3g})"
+        log_norms = (math.log(max(v, 1e-12)) for v in self.norms)
+        if s := self._spike(math.log(max(grad_norm, 1e-12)), log_norms, std_floor=0.25):
+            return (f"gradient norm spike ({grad_norm:.3g} > {math.exp(s[0] + self.k * max(s[1], 0.25)):.3g}, "
+                    f"the bar {self.k:g} std above the recent mean in log space)")
         self.losses.append(loss)
         self.norms.append(grad_norm)
         return None
