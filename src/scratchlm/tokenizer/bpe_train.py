@@ -163,20 +163,16 @@ def count_chunks(
     with _pool_context().Pool(workers) as pool:
         for counts in pool.imap_unordered(_count_piece, jobs):
             total.update(counts)  # addition commutes: arrival order does not matter
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+    bar.close()
     return total
 
 
 def _progress_bar(on: bool, total: int | None, desc: str, unit: str):
-    """A tqdm bar on stderr, or None when progress is off."""
-    if not on:
-        return None
+    """A tqdm bar on stderr (a silent no-op bar when progress is off)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not on)
 
 
 def _pool_context():
@@ -279,8 +275,6 @@ def learn_merges(chunk_counts: dict[str, int], num_merges: int, progress: bool =
 
         for q in fresh:
             heapq.heappush(heap, entry(q))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     return merges

@@ -52,8 +52,8 @@ class SpikeGuard:
         # A mean and std over a handful of values are too noisy to call anything a spike.
         self.min_history = min_history if min_history is not None else min(20, window)
 
-    def _spike(self, x: float, window, std_floor: float = 1e-3) -> tuple[float, float] | None:
-        """(mean, std) of the window when x is more than k std above its mean, else None."""
+    def _spike(self, x: float, window, std_floor: float = 1e-3) -> tuple[float, float, float] | None:
+        """(mean, std, bar) of the window when x is above the bar, mean + k·std, else None."""
         window = list(window)
         n = len(window)
         if n < self.min_history:
@@ -61,7 +61,8 @@ class SpikeGuard:
         mean = sum(window) / n
         std = math.sqrt(sum((v - mean) ** 2 for v in window) / n)
         # the floor on std stops a perfectly flat window from flagging tiny wiggles
-        return (mean, std) if x > mean + self.k * max(std, std_floor) else None
+        bar = mean + self.k * max(std, std_floor)
+        return (mean, std, bar) if x > bar else None
 
     def check(self, loss: float, grad_norm: float) -> str | None:
         """The reason the step is bad, or None (then loss and norm join their windows)."""
@@ -73,7 +74,7 @@ class SpikeGuard:
             return f"loss spike ({loss:.3f} > mean {s[0]:.3f} + {self.k:g}·std {s[1]:.3f})"
         log_norms = (math.log(max(v, 1e-12)) for v in self.norms)
         if s := self._spike(math.log(max(grad_norm, 1e-12)), log_norms, std_floor=0.25):
-            return (f"gradient norm spike ({grad_norm:.3g} > {math.exp(s[0] + self.k * max(s[1], 0.25)):.3g}, "
+            return (f"gradient norm spike ({grad_norm:.3g} > {math.exp(s[2]):.3g}, "
                     f"the bar {self.k:g} std above the recent mean in log space)")
         self.losses.append(loss)
         self.norms.append(grad_norm)
