@@ -43,6 +43,10 @@ def test_tiny_run_writes_a_run_folder_and_samples(tmp_path, small_corpus, capsys
     out1 = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     out2 = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert out1 == out2 and "ALL:" in out1
+    out16 = subprocess.run(cmd + ["--dtype", "bf16"], capture_output=True, text=True, check=True).stdout
+    assert "ALL:" in out16 and len(out16) > len("ALL:") + 10  # 16-bit decoder weights also give text
+    bad = subprocess.run(cmd + ["--dtype", "int3"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "int3" in bad.stderr
 
     model, tok, _ = load_model(run / "checkpoints" / "final")
     assert model.config.n_layer == 4

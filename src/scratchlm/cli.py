@@ -63,6 +63,8 @@ def _sample_args(p):
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--num-samples", type=int)
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"],
+                   help="weights while decoding: fp32 (exact) or 16-bit (half the memory traffic, faster on larger models)")
 
 
 def cmd_train(args, rest, parser) -> int:

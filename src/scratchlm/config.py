@@ -83,6 +83,7 @@ class SampleConfig:
     top_p: float = 0.95  # 1.0 = off
     seed: int = 1337
     num_samples: int = 2
+    dtype: str = "fp32"  # decoder weights: fp32, bf16 or fp16 (see decode.py)
 
 
 @dataclass
@@ -240,11 +241,15 @@ def validate(cfg: RunConfig) -> None:
     validate_sample(s)
 
 
+SAMPLE_DTYPES = ("fp32", "bf16", "fp16")
+
+
 def validate_sample(s: SampleConfig) -> None:
     _require(s.temperature >= 0, "sample.temperature", "must be >= 0 (0 = greedy)", s.temperature)
     _require(0.0 < s.top_p <= 1.0, "sample.top_p", "must be in (0, 1]", s.top_p)
     _require(s.top_k >= 0, "sample.top_k", "must be >= 0 (0 = off)", s.top_k)
     _require(s.max_new_tokens >= 0, "sample.max_new_tokens", "must be >= 0", s.max_new_tokens)
+    _require(s.dtype in SAMPLE_DTYPES, "sample.dtype", f"must be one of {', '.join(SAMPLE_DTYPES)}", s.dtype)
 
 
 def to_dict(cfg: RunConfig) -> dict:

@@ -85,6 +85,7 @@ def sample_text(model, tok, sc: SampleConfig, out=None, sep: str = "-" * 60) -> 
     device = next(model.parameters()).device
     ids = encode_prompt(tok, sc.prompt, model.config.block_size)
     gen = torch.Generator(device=device).manual_seed(sc.seed)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[sc.dtype]
     texts = []
     for _ in range(sc.num_samples):
         stream = TextStream(tok)
@@ -92,7 +93,7 @@ def sample_text(model, tok, sc: SampleConfig, out=None, sep: str = "-" * 60) -> 
         if out:
             out.write(f"{sep}\n{sc.prompt}")
         idx = torch.tensor([ids], device=device)
-        for nxt in generate_tokens(model, idx, sc.max_new_tokens, sc.temperature, sc.top_k, sc.top_p, gen):
+        for nxt in generate_tokens(model, idx, sc.max_new_tokens, sc.temperature, sc.top_k, sc.top_p, gen, dtype=dtype):
             piece = stream.feed(nxt[0].tolist())
             pieces.append(piece)
             if out and piece:
@@ -110,7 +111,7 @@ def sample_text(model, tok, sc: SampleConfig, out=None, sep: str = "-" * 60) -> 
 def sample_cli(args) -> int:
     model, tok, cfg = load_model(args.path)
     sc = cfg.sample
-    for key in ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "num_samples"):
+    for key in ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "num_samples", "dtype"):
         value = getattr(args, key, None)
         if value is not None:
             setattr(sc, key, value)
