@@ -66,12 +66,12 @@ class Decoder:
         x = F.embedding(ids.view(B), self.wte) + self.wpe[pos]  # (B, C)
         for cache, (l1w, l1b, aw, ab, pw, pb, l2w, l2b, fw, fb, mw, mb) in zip(caches, self.layers):
             qkv = F.linear(F.layer_norm(x, (C,), l1w, l1b), aw, ab)
-            # (B, 3C) -> three (B·H, 1, D): one row per head; scores and the cache in fp32
-            q, k, v = qkv.float().view(B, 3, H, D).transpose(0, 1).reshape(3, B * H, 1, D).unbind(0)
-            K, V = cache.k.view(B * H, -1, D), cache.v.view(B * H, -1, D)
-            K.narrow(1, pos, 1).copy_(k)  # this token's key and value join the cache
-            V.narrow(1, pos, 1).copy_(v)
-            K, V = K.narrow(1, 0, pos + 1), V.narrow(1, 0, pos + 1)  # (B·H, t, D)
+            # (B, 3C) -> (3, B, H, 1, D): q, k, v, one row per head; scores and the cache in fp32
+            qkv = qkv.float().view(B, 3, H, 1, D).transpose(0, 1)
+            cache.kv.narrow(3, pos, 1).copy_(qkv[1:])  # this token's key and value join the cache
+            q = qkv[0].reshape(B * H, 1, D)
+            K = cache.k.view(B * H, -1, D).narrow(1, 0, pos + 1)  # (B·H, t, D)
+            V = cache.v.view(B * H, -1, D).narrow(1, 0, pos + 1)
             att = torch.softmax(torch.bmm(q, K.mT), dim=-1)  # (B·H, 1, t); q is pre-scaled
             y = torch.bmm(att, V).view(B, C).type_as(x)  # heads side by side again
             x = x + F.linear(y, pw, pb)

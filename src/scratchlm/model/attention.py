@@ -55,8 +55,9 @@ class KVCache:
     """
 
     def __init__(self, batch: int, n_head: int, max_len: int, head_dim: int, device, dtype):
-        self.k = torch.zeros(batch, n_head, max_len, head_dim, device=device, dtype=dtype)
-        self.v = torch.zeros_like(self.k)
+        # one tensor holds both, so a decoder can write a token's key and value in one copy
+        self.kv = torch.zeros(2, batch, n_head, max_len, head_dim, device=device, dtype=dtype)
+        self.k, self.v = self.kv[0], self.kv[1]
         self.pos = 0
 
     def append(self, k: torch.Tensor, v: torch.Tensor):
