@@ -58,6 +58,7 @@ def test_overrides_win_and_are_typed():
     ("train.lr=-1", "learning rate must be positive"),
     ("sample.top_p=1.5", "(0, 1]"),
     ("sample.temperature=-1", ">= 0"),
+    ("sample.dtype=int3", "one of fp32, bf16, fp16"),
     ("model.n_embd=130", "divisible"),
 ])
 def test_bad_overrides_are_clear_errors(override, message):
