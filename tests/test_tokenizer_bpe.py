@@ -302,6 +302,32 @@ def test_encoding_reproduces_the_training_segmentation():
         assert t.encode(chunk) == ids
 
 
+@pytest.mark.parametrize("corpus", range(len(SMALL_CORPORA)))
+def test_every_learned_token_encodes_to_itself(corpus):
+    # Why the encoder may map a chunk that is one token's bytes straight to that token:
+    # the merge loop alone (shortcut off) rebuilds every learned token from its bytes.
+    t = BPETokenizer.train(SMALL_CORPORA[corpus] * 3 + MIXED, vocab_size=256 + 200, special_tokens=())
+    t._whole = {}
+    for i in range(256, t.vocab_size):
+        piece = t.token_bytes(i).decode("latin-1")
+        assert t._encode_chunk(piece.encode("latin-1").decode("utf-8", "surrogateescape")) == [i], i
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=st.sampled_from("aab c\n\t🤖é"), max_size=200))
+def test_whole_token_shortcut_changes_no_ids(tok, text):
+    slow = BPETokenizer.from_dict(tok.to_dict())
+    slow._whole = {}
+    assert tok.encode(text + MIXED[:80]) == slow.encode(text + MIXED[:80])
+
+
+def test_bytes_shared_by_two_tokens_are_left_to_the_merge_loop():
+    # "abc" as (ab, c) and as (a, bc): a hand-made merge list our trainer never learns
+    t = BPETokenizer(merges=[(97, 98), (98, 99), (256, 99), (97, 257)])
+    assert "abc" not in t._whole and t._whole["ab"] == 256
+    assert t.encode("abc") == [258]  # (a, b) ranks first, then (ab, c)
+
+
 def test_encode_batch_equals_encode(tok, monkeypatch):
     texts = [MIXED[i:] * 3 for i in range(0, 300, 11)]
     monkeypatch.setattr(bpe_module, "PARALLEL_MIN_CHARS", 100)

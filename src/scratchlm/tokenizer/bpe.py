@@ -96,6 +96,20 @@ class BPETokenizer:
         # the trainer, see bpe_train.py) -> rank. Merge rank r makes token 256 + r.
         self._pair_strs: list[str] = [chr(a) + chr(b) for a, b in self.merges]
         self._ranks: dict[str, int] = {p: r for r, p in enumerate(self._pair_strs)}
+        # A chunk whose bytes are exactly one token's encodes to that token: the merges
+        # that built the token happened inside its bytes, never across their edges (a
+        # merge across an edge would have consumed an edge byte), so the same merges
+        # rebuild it in isolation. tiktoken takes the same shortcut. Bytes that two
+        # tokens share (never seen from our trainer) are left to the merge loop.
+        self._whole: dict[str, int] = {}
+        shared = set()
+        for i, piece in enumerate(vocab[: 256 + len(self.merges)]):
+            key = piece.decode("latin-1")
+            if key in self._whole:
+                shared.add(key)
+            self._whole[key] = i
+        for key in shared:
+            del self._whole[key]
         self._cache: dict[str, list[int]] = {}
         self._special_split: dict[frozenset, regex.Pattern] = {}
 
@@ -175,6 +189,9 @@ class BPETokenizer:
         """Apply the merges to one chunk, lowest rank first."""
         # Same representation as the trainer: one character per token id.
         w = chunk_bytes(chunk).decode("latin-1")
+        whole = self._whole.get(w)
+        if whole is not None:  # the chunk is one token already (see __init__)
+            return [whole]
         if len(w) > LONG_CHUNK:
             return self._encode_long(w)
         rank_of, pair_of = self._ranks.get, self._pair_strs
