@@ -46,8 +46,8 @@ FORMAT = "scratchlm-tokenizer"
 VERSION = 1
 
 # Chunks longer than this (in bytes) are encoded with the heap (O(n log n)); shorter
-# ones with the simple "find the best pair, replace it everywhere" loop, which is
-# faster for the short chunks that make up almost all text.
+# ones with the simple "find the best pair, merge it, look at its neighbours" loop,
+# which is faster for the short chunks that make up almost all text.
 LONG_CHUNK = 128
 # The chunk cache is dropped and restarted when it holds this many entries, so
 # encoding an endless stream cannot eat all memory.
@@ -194,23 +194,31 @@ class BPETokenizer:
             return [whole]
         if len(w) > LONG_CHUNK:
             return self._encode_long(w)
-        rank_of, pair_of = self._ranks.get, self._pair_strs
-        while len(w) > 1:
-            # The earliest-learned pair present in the chunk (unknown pairs rank
-            # NO_MERGE); merging all its occurrences at once is what training did at
-            # that step. `map` with two iterables keeps the loop in C.
-            r = min(map(rank_of, map(add, w, w[1:]), repeat(NO_MERGE)))
+        # ranks[i]: the rank of the pair (parts[i], parts[i+1]); pairs that are not
+        # merges rank NO_MERGE. `map` with two iterables keeps this loop in C.
+        rank_of = self._ranks.get
+        parts = list(w)
+        ranks = list(map(rank_of, map(add, w, w[1:]), repeat(NO_MERGE)))
+        while len(parts) > 1:
+            r = min(ranks)  # the earliest-learned pair present in the chunk
             if r == NO_MERGE:
                 break  # no pair left that we know how to merge
-            w = w.replace(pair_of[r], chr(256 + r))
-        return list(map(ord, w))
+            i = ranks.index(r)  # its leftmost occurrence, as training merged left to right
+            parts[i : i + 2] = [chr(256 + r)]
+            del ranks[i]
+            # only the two pairs around the new token changed
+            if i > 0:
+                ranks[i - 1] = rank_of(parts[i - 1] + parts[i], NO_MERGE)
+            if i < len(ranks):
+                ranks[i] = rank_of(parts[i] + parts[i + 1], NO_MERGE)
+        return list(map(ord, parts))
 
     def _encode_long(self, w: str) -> list[int]:
         """The same merges for a long chunk, with a heap over a linked list.
 
         Each position holds a token; the heap holds (rank, position) for every
         adjacent pair that is a merge. Popping the lowest rank, leftmost first, and
-        merging it matches `str.replace`'s left-to-right rule. An entry is checked
+        merging it matches the simple loop's left-to-right rule. An entry is checked
         when it comes out (its tokens may have been merged away meanwhile).
         """
         import heapq
@@ -259,17 +267,11 @@ class BPETokenizer:
         cache = self._cache
         got = list(map(cache.get, chunks))  # most chunks were seen before: a dict lookup each
         if None in got:
-            if len(cache) > CACHE_LIMIT:
+            new = {chunk: self._encode_chunk(chunk) for chunk in set(chunks).difference(cache)}
+            got = list(map(new.get, chunks, got))  # a new chunk's ids, else the cached ones
+            if len(cache) + len(new) > CACHE_LIMIT:
                 cache.clear()
-            for i, ids in enumerate(got):
-                if ids is None:
-                    chunk = chunks[i]
-                    ids = cache.get(chunk)
-                    if ids is None:
-                        ids = self._encode_chunk(chunk)
-                        if len(chunk) <= LONG_CHUNK:
-                            cache[chunk] = ids
-                    got[i] = ids
+            cache.update((chunk, ids) for chunk, ids in new.items() if len(chunk) <= LONG_CHUNK)
         return list(chain.from_iterable(got))
 
     def encode(self, text: str, allowed_special=(), disallowed_special="all") -> list[int]:
