@@ -89,3 +89,16 @@ def test_capturing_attention_weights_uses_the_forward_path():
     list(generate_tokens(model, torch.zeros(1, 3, dtype=torch.long), 4, temperature=0.0))
     # the last step went through GPT.forward with one new token: weights of shape (B, H, 1, t)
     assert model.transformer.h[0].attn.last_weights.shape == (1, 2, 1, 6)
+
+
+def test_a_model_held_in_bf16_decodes_with_a_bf16_cache():
+    model = model_for().to(torch.bfloat16)
+    x = torch.randint(0, 97, (1, 8))
+    caches = model.new_kv_caches(1)
+    decoder = Decoder(model)
+    with torch.inference_mode():
+        ref, _ = model(x)
+        model(x[:, :1], kv_caches=caches)
+        steps = torch.stack([decoder.step(x[:, i : i + 1], caches) for i in range(1, 8)], 1)
+    assert caches[0].kv.dtype == torch.bfloat16
+    assert (steps.float() - ref[:, 1:].float()).abs().max() < 0.05 * ref.float().abs().max()

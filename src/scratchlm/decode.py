@@ -9,13 +9,13 @@ time goes elsewhere —
 `GPT.forward` is written for clarity and training (modules, dropout, any length T).
 `Decoder.step` does the same sums for T = 1 with plain functional calls on weights
 gathered once, about a dozen per layer:
-  * attention is two small batched matmuls in fp32 (the fused kernel's set-up costs more than
-    it saves for a single query), reading keys and values from the same `KVCache`
-    that `GPT.forward` fills from the prompt;
+  * attention is two small batched matmuls (as fast as the fused kernel for a single
+    query on a CPU), reading keys and values from the same `KVCache` that
+    `GPT.forward` fills from the prompt;
   * optionally 16-bit weights (`dtype=torch.bfloat16` or `float16`): half the bytes
     per token, and a 10M model then fits in a CPU's last-level cache. Scores, softmax
-    and the KV cache stay fp32.
-tests/test_generate.py checks that it gives the model's own logits.
+    and the KV cache keep the model's dtype (fp32 for a model loaded from a run).
+tests/test_decode.py checks that it gives the model's own logits.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ class Decoder:
         x = F.embedding(ids.view(B), self.wte) + self.wpe[pos]  # (B, C)
         for cache, (l1w, l1b, aw, ab, pw, pb, l2w, l2b, fw, fb, mw, mb) in zip(caches, self.layers):
             qkv = F.linear(F.layer_norm(x, (C,), l1w, l1b), aw, ab)
-            # (B, 3C) -> (3, B, H, 1, D): q, k, v, one row per head; scores and the cache in fp32
-            qkv = qkv.float().view(B, 3, H, 1, D).transpose(0, 1)
+            # (B, 3C) -> (3, B, H, 1, D): q, k, v, one row per head, in the cache's dtype
+            qkv = qkv.to(cache.kv.dtype).view(B, 3, H, 1, D).transpose(0, 1)
             cache.kv.narrow(3, pos, 1).copy_(qkv[1:])  # this token's key and value join the cache
             q = qkv[0].reshape(B * H, 1, D)
             K = cache.k.view(B * H, -1, D).narrow(1, 0, pos + 1)  # (B·H, t, D)
