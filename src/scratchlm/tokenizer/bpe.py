@@ -94,8 +94,7 @@ class BPETokenizer:
 
         # The encoder's view of the merges: pair (as the 2-character id-string used by
         # the trainer, see bpe_train.py) -> rank. Merge rank r makes token 256 + r.
-        self._pair_strs: list[str] = [chr(a) + chr(b) for a, b in self.merges]
-        self._ranks: dict[str, int] = {p: r for r, p in enumerate(self._pair_strs)}
+        self._ranks: dict[str, int] = {chr(a) + chr(b): r for r, (a, b) in enumerate(self.merges)}
         # A chunk whose bytes are exactly one token's encodes to that token: the merges
         # that built the token happened inside its bytes, never across their edges (a
         # merge across an edge would have consumed an edge byte), so the same merges
