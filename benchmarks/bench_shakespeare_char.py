@@ -44,7 +44,7 @@ SAME_SHAPE = {
     "sample.num_samples": 0,
 }
 # Our best settings, shape included, for a budget of about 20 s (a sweep of depth, width,
-# batch, lr and schedule at 20-40 s budgets; the README has the table).
+# batch, lr and schedule at 20-40 s budgets: the table is in docs/scaling.md).
 BEST = dict(SAME_SHAPE, **{"model.n_layer": 1, "train.lr": 6e-3, "train.schedule": "wsd", "train.cooldown_frac": 0.4,
                            "train.min_lr_ratio": 0.0})
 

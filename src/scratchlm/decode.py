@@ -61,22 +61,19 @@ class Decoder:
         Call under torch.inference_mode() (generate_tokens does)."""
         B, C, H, D = ids.size(0), self.n_embd, self.n_head, self.head_dim
         pos = caches[0].pos
-        if pos >= caches[0].k.size(2):
+        if pos >= self.wpe.size(0):  # no position embedding left (the caches would refuse too)
             raise ValueError("KV cache is full: the sequence is longer than the model's context")
         x = F.embedding(ids.view(B), self.wte) + self.wpe[pos]  # (B, C)
         for cache, (l1w, l1b, aw, ab, pw, pb, l2w, l2b, fw, fb, mw, mb) in zip(caches, self.layers):
             qkv = F.linear(F.layer_norm(x, (C,), l1w, l1b), aw, ab)
             # (B, 3C) -> (3, B, H, 1, D): q, k, v, one row per head, in the cache's dtype
             qkv = qkv.to(cache.kv.dtype).view(B, 3, H, 1, D).transpose(0, 1)
-            cache.kv.narrow(3, pos, 1).copy_(qkv[1:])  # this token's key and value join the cache
+            K, V = cache.append_kv(qkv[1:])  # this token's key and value join the cache
+            K, V = K.view(B * H, -1, D), V.view(B * H, -1, D)  # (B·H, t, D)
             q = qkv[0].reshape(B * H, 1, D)
-            K = cache.k.view(B * H, -1, D).narrow(1, 0, pos + 1)  # (B·H, t, D)
-            V = cache.v.view(B * H, -1, D).narrow(1, 0, pos + 1)
             att = torch.softmax(torch.bmm(q, K.mT), dim=-1)  # (B·H, 1, t); q is pre-scaled
             y = torch.bmm(att, V).view(B, C).type_as(x)  # heads side by side again
             x = x + F.linear(y, pw, pb)
             h = F.gelu(F.linear(F.layer_norm(x, (C,), l2w, l2b), fw, fb), approximate="tanh")
             x = x + F.linear(h, mw, mb)
-        for cache in caches:
-            cache.pos = pos + 1
         return F.linear(F.layer_norm(x, (C,), *self.ln_f), self.wte)

@@ -61,13 +61,17 @@ class KVCache:
         self.pos = 0
 
     def append(self, k: torch.Tensor, v: torch.Tensor):
-        t = k.size(2)
-        if self.pos + t > self.k.size(2):
+        """Add (B, n_head, t, head_dim) keys and values; return all keys and values so far."""
+        return self.append_kv(torch.stack((k, v)))
+
+    def append_kv(self, kv: torch.Tensor):
+        """The same with keys and values stacked as (2, B, n_head, t, head_dim): one copy."""
+        t = kv.size(3)
+        if self.pos + t > self.kv.size(3):
             raise ValueError("KV cache is full: the sequence is longer than the model's context")
-        self.k[:, :, self.pos : self.pos + t] = k
-        self.v[:, :, self.pos : self.pos + t] = v
+        self.kv.narrow(3, self.pos, t).copy_(kv)
         self.pos += t
-        return self.k[:, :, : self.pos], self.v[:, :, : self.pos]
+        return self.k.narrow(2, 0, self.pos), self.v.narrow(2, 0, self.pos)
 
 
 class MultiHeadAttention(nn.Module):
