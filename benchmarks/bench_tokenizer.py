@@ -217,10 +217,10 @@ def run(name, train_docs, held_docs, vocab_sizes, repeat, workers):
 
         def ours_cold():
             f = fresh.pop()
-            return [f.encode_ordinary(d) for d in held_docs]
+            return f.encode_ordinary_batch(held_docs)
 
         t_cold, ids_ours = best_of(ours_cold, repeat)
-        t_warm, _ = best_of(lambda: [ours.encode_ordinary(d) for d in held_docs], repeat)
+        t_warm, _ = best_of(lambda: ours.encode_ordinary_batch(held_docs), repeat)
         t_hf_enc, enc_hf = best_of(lambda: hf.encode_batch(held_docs), repeat)
         enc = to_tiktoken(ours)
         t_tt, ids_tt = best_of(lambda: enc.encode_ordinary_batch(held_docs), repeat)

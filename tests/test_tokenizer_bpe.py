@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 
 import pytest
+import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import scratchlm.tokenizer.bpe as bpe_module
 import scratchlm.tokenizer.bpe_train as bpe_train
+import scratchlm.tokenizer.regex_patterns as regex_patterns
 from scratchlm.errors import ScratchLMError
 from scratchlm.tokenizer import load_tokenizer, save_tokenizer, tokenizer_hash
+from scratchlm.tokenizer.batch_merge import BatchMerger
 from scratchlm.tokenizer.bpe import BPETokenizer, DisallowedSpecialTokenError, StreamDecoder
 from scratchlm.tokenizer.bpe_train import count_chunks, learn_merges
 from scratchlm.tokenizer.naive import train_naive
-from scratchlm.tokenizer.regex_patterns import GPT2_PATTERN, GPT4_PATTERN, split_for_workers
+from scratchlm.tokenizer.regex_patterns import ASCII_PATTERNS, GPT2_PATTERN, GPT4_PATTERN, split_for_workers, splitter
 
 # A small corpus with the things that break tokenizers: several scripts, emoji
 # (4-byte characters, ZWJ sequences), combining marks, CRLF, tabs, runs of spaces,
@@ -77,6 +82,42 @@ def test_vocab_too_small_is_a_clear_error():
 def test_bad_pattern_is_a_clear_error():
     with pytest.raises(ScratchLMError, match="not a valid regex"):
         BPETokenizer.train("hello", vocab_size=300, pattern="([")
+
+
+# ------------------------------------------------------------ the fast ASCII split
+
+SPLIT_UNITS = ["'s", "'LL", "'Ve", " ", "  ", "\n", "\r\n", "\n\n", "\t", "\x0b", "\x1c", "ab", "Z", "123", "4567",
+               "!?", "_x", "(", ".\n", "é", "🤖", "东京", "e\u0301", "\u00a0", "\u2028", "²"]
+
+
+@pytest.mark.parametrize("pattern", [GPT4_PATTERN, GPT2_PATTERN])
+def test_ascii_split_equals_regex_on_every_short_ascii_string(pattern):
+    full, fast = regex.compile(pattern).findall, re.compile(ASCII_PATTERNS[pattern], re.ASCII).findall
+    every = [chr(i) for i in range(128)]
+    for n, alphabet in ((1, every), (2, every), (3, "aZ09 \t\n\r\x0b\x0c\x1c\x1f'sSlLdD!_.\x00\x7f"), (4, "a0 \n'!sL\r")):
+        for t in itertools.product(alphabet, repeat=n):
+            assert fast("".join(t)) == full("".join(t)), repr("".join(t))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.text(st.characters(max_codepoint=127), max_size=200), st.lists(st.sampled_from(SPLIT_UNITS), max_size=80).map("".join)))
+def test_splitter_equals_regex(text):
+    # ASCII text takes `re`; other text `regex`, or pieces of each when it is long
+    old = regex_patterns.ASCII_PIECE
+    try:
+        regex_patterns.ASCII_PIECE = 8  # so short texts are cut into pieces too
+        for pattern in (GPT4_PATTERN, GPT2_PATTERN):
+            assert splitter(pattern)(text) == regex.findall(pattern, text)
+    finally:
+        regex_patterns.ASCII_PIECE = old
+
+
+def test_mostly_ascii_text_is_split_in_pieces():
+    text = ("def f(x):\n    return x  # naïve\n" + "class A:\n    pass\n" * 300) * 5
+    for pattern in (GPT4_PATTERN, GPT2_PATTERN):
+        pieces = split_for_workers(text, pattern, len(text) // regex_patterns.ASCII_PIECE)
+        assert len(pieces) > 3 and sum(p.isascii() for p in pieces) >= len(pieces) - 5
+        assert splitter(pattern)(text) == regex.findall(pattern, text)
 
 
 # --------------------------------------------------------------- fast == textbook
@@ -286,6 +327,61 @@ def test_heap_path_equals_simple_path(heap_tok, chunk):
     assert tok._encode_long(w) == simple
 
 
+def _loop_only(tok: BPETokenizer):
+    """chunk -> ids by the simple merge loop alone: no whole-token shortcut, no heap."""
+    slow = BPETokenizer.from_dict(tok.to_dict())
+    slow._whole = {}
+
+    def encode(chunk: str) -> list[int]:
+        old = bpe_module.LONG_CHUNK
+        try:
+            bpe_module.LONG_CHUNK = 10**9
+            return slow._encode_chunk(chunk)
+        finally:
+            bpe_module.LONG_CHUNK = old
+
+    return encode
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.text(alphabet=st.sampled_from(HEAP_ALPHABET), min_size=1, max_size=60), min_size=1, max_size=40))
+def test_batch_merges_equal_the_simple_loop(heap_tok, chunks):
+    merger = BatchMerger(heap_tok.merges)
+    got = merger.encode([c.encode() for c in chunks])
+    assert got == list(map(_loop_only(heap_tok), chunks))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_batch_merges_equal_the_loop_on_hand_made_merges(data):
+    # Any merge list, even ones no trainer learns: repeated pairs, two ways to the same
+    # bytes, merges of tokens that never meet. Chunks over the 3 bytes the merges use.
+    merges = []
+    for i in range(data.draw(st.integers(0, 25))):
+        ids = st.sampled_from([97, 98, 99] + list(range(256, 256 + i)))
+        merges.append((data.draw(ids), data.draw(ids)))
+    tok = BPETokenizer(merges, special_tokens=())
+    chunks = data.draw(st.lists(st.text(alphabet="abc", min_size=1, max_size=30), min_size=1, max_size=20))
+    merger = BatchMerger(tok.merges)
+    assert merger.encode([c.encode() for c in chunks]) == list(map(_loop_only(tok), chunks))
+
+
+def test_large_batches_take_the_batch_path_with_the_same_ids(tok, monkeypatch):
+    # whole-token chunks, long chunks (heap), ordinary ones and lone surrogates in one batch
+    texts = [MIXED, "x" * 300 + " " + MIXED[::-1], "\udce9\udc80 caf\udce9 " * 3, "a" * 129]
+    loop = _loop_only(tok)
+    want = [[i for c in tok._split(t) for i in loop(c)] for t in texts]
+    calls = []
+    original = BatchMerger.encode
+    monkeypatch.setattr(BatchMerger, "encode", lambda self, raw: calls.append(len(raw)) or original(self, raw))
+    monkeypatch.setattr(bpe_module, "BATCH_MIN", 1)
+    fresh = BPETokenizer.from_dict(tok.to_dict())
+    assert fresh.encode_ordinary_batch(texts) == want
+    assert calls and len(calls) == 1  # all new chunks of all texts in one batch
+    assert fresh.encode_ordinary_batch(texts) == want  # and from the cache
+    assert not any(len(c) > bpe_module.LONG_CHUNK for c in fresh._cache)
+
+
 def test_encoding_reproduces_the_training_segmentation():
     # Encoding a training chunk must give what the trainer ended with: replay
     # the naive trainer's merges on its chunks and compare.
@@ -293,8 +389,6 @@ def test_encoding_reproduces_the_training_segmentation():
 
     text = SMALL_CORPORA[3] + SMALL_CORPORA[5]
     t = BPETokenizer.train(text, vocab_size=256 + 80, special_tokens=())
-    import regex
-
     for chunk in set(regex.findall(GPT4_PATTERN, text)):
         ids = list(chunk.encode())
         for r, pair in enumerate(t.merges):

@@ -39,8 +39,9 @@ from pathlib import Path
 import regex
 
 from ..errors import ScratchLMError
+from .batch_merge import BatchMerger
 from .bpe_train import PARALLEL_MIN_CHARS, _pool_context, chunk_bytes, count_chunks, default_workers, learn_merges
-from .regex_patterns import pattern_name, resolve_pattern
+from .regex_patterns import pattern_name, resolve_pattern, splitter
 
 FORMAT = "scratchlm-tokenizer"
 VERSION = 1
@@ -49,6 +50,9 @@ VERSION = 1
 # ones with the simple "find the best pair, merge it, look at its neighbours" loop,
 # which is faster for the short chunks that make up almost all text.
 LONG_CHUNK = 128
+# From this many new chunks in one call on, they are merged together with NumPy
+# (batch_merge.py); fewer go through the simple loop one by one.
+BATCH_MIN = 64
 # The chunk cache is dropped and restarted when it holds this many entries, so
 # encoding an endless stream cannot eat all memory.
 CACHE_LIMIT = 1 << 18
@@ -73,7 +77,7 @@ class BPETokenizer:
     ):
         self.merges: list[tuple[int, int]] = [(int(a), int(b)) for a, b in merges]
         self.pattern: str = resolve_pattern(pattern)
-        self._pat = regex.compile(self.pattern)
+        self._split = splitter(self.pattern)  # text -> chunks
         n_base = 256 + len(self.merges)
         # Special tokens come right after the merges, in the order given.
         self.special_tokens: dict[str, int] = {}
@@ -100,15 +104,18 @@ class BPETokenizer:
         # merge across an edge would have consumed an edge byte), so the same merges
         # rebuild it in isolation. tiktoken takes the same shortcut. Bytes that two
         # tokens share (never seen from our trainer) are left to the merge loop.
+        # Keyed by the chunk as text: "surrogateescape" turns any bytes into a str and
+        # back unchanged, the same way `chunk_bytes` reads a chunk.
         self._whole: dict[str, int] = {}
         shared = set()
         for i, piece in enumerate(vocab[: 256 + len(self.merges)]):
-            key = piece.decode("latin-1")
+            key = piece.decode("utf-8", "surrogateescape")
             if key in self._whole:
                 shared.add(key)
             self._whole[key] = i
         for key in shared:
             del self._whole[key]
+        self._batch: BatchMerger | None = None  # built on first use
         self._cache: dict[str, list[int]] = {}
         self._special_split: dict[frozenset, regex.Pattern] = {}
 
@@ -186,11 +193,10 @@ class BPETokenizer:
 
     def _encode_chunk(self, chunk: str) -> list[int]:
         """Apply the merges to one chunk, lowest rank first."""
-        # Same representation as the trainer: one character per token id.
-        w = chunk_bytes(chunk).decode("latin-1")
-        whole = self._whole.get(w)
+        whole = self._whole.get(chunk)
         if whole is not None:  # the chunk is one token already (see __init__)
             return [whole]
+        w = chunk_bytes(chunk).decode("latin-1")  # as in the trainer: one character per token id
         if len(w) > LONG_CHUNK:
             return self._encode_long(w)
         # ranks[i]: the rank of the pair (parts[i], parts[i+1]); pairs that are not
@@ -260,18 +266,44 @@ class BPETokenizer:
                     heapq.heappush(heap, (rk, i))
         return [tok[i] for i in range(n) if alive[i]]
 
+    def _encode_chunks(self, chunks) -> dict[str, list[int]]:
+        """{chunk: ids} for many distinct chunks: `_encode_chunk` for each, or for a large
+        batch the same merges done together (batch_merge.py)."""
+        chunks = list(chunks)
+        if len(chunks) < BATCH_MIN:
+            return {c: self._encode_chunk(c) for c in chunks}
+        out = {c: [t] for c, t in zip(chunks, map(self._whole.get, chunks)) if t is not None}
+        rest = [c for c in chunks if c not in out]
+        try:
+            raw = [c.encode() for c in rest]
+        except UnicodeEncodeError:  # lone surrogates (from encode_bytes)
+            raw = list(map(chunk_bytes, rest))
+        if max(map(len, raw), default=0) > LONG_CHUNK:
+            out.update((c, self._encode_long(b.decode("latin-1"))) for c, b in zip(rest, raw) if len(b) > LONG_CHUNK)
+            rest, raw = [c for c in rest if c not in out], [b for b in raw if len(b) <= LONG_CHUNK]
+        if self._batch is None:
+            self._batch = BatchMerger(self.merges)
+        out.update(zip(rest, self._batch.encode(raw)))
+        return out
+
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text with no special-token handling at all (every character is text)."""
-        chunks = self._pat.findall(text)
+        return self.encode_ordinary_batch([text])[0]
+
+    def encode_ordinary_batch(self, texts: Iterable[str]) -> list[list[int]]:
+        """`encode_ordinary` of each text, with the new chunks of all of them merged together."""
+        split = [self._split(t) for t in texts]
         cache = self._cache
-        got = list(map(cache.get, chunks))  # most chunks were seen before: a dict lookup each
-        if None in got:
-            new = {chunk: self._encode_chunk(chunk) for chunk in set(chunks).difference(cache)}
-            got = list(map(new.get, chunks, got))  # a new chunk's ids, else the cached ones
+        new = set().union(*split).difference(cache)  # most chunks were seen before
+        if new:
             if len(cache) + len(new) > CACHE_LIMIT:
                 cache.clear()
-            cache.update((chunk, ids) for chunk, ids in new.items() if len(chunk) <= LONG_CHUNK)
-        return list(chain.from_iterable(got))
+            cache.update(self._encode_chunks(new))
+        out = [list(chain.from_iterable(map(cache.__getitem__, chunks))) for chunks in split]
+        for chunk in new:  # long chunks are rare: not worth their memory
+            if len(chunk) > LONG_CHUNK:
+                del cache[chunk]
+        return out
 
     def encode(self, text: str, allowed_special=(), disallowed_special="all") -> list[int]:
         """Text -> token ids.
@@ -282,6 +314,24 @@ class BPETokenizer:
         `DisallowedSpecialTokenError`. Pass `disallowed_special=()` to encode them as
         ordinary text instead (e.g. a web page that talks about "<|endoftext|>").
         """
+        allowed = self._check_special(text, allowed_special, disallowed_special)
+        if not allowed:
+            return self.encode_ordinary(text)
+        special_re = self._special_split.get(frozenset(allowed))
+        if special_re is None:  # longest first, so a special that contains another wins
+            alts = "|".join(regex.escape(s) for s in sorted(allowed, key=lambda s: (-len(s), s)))
+            special_re = self._special_split[frozenset(allowed)] = regex.compile(f"({alts})")
+        out: list[int] = []
+        # With one capture group, split() alternates text, special, text, special, ...
+        for k, piece in enumerate(special_re.split(text)):
+            if k % 2:
+                out.append(self.special_tokens[piece])
+            elif piece:
+                out.extend(self.encode_ordinary(piece))
+        return out
+
+    def _check_special(self, text: str, allowed_special=(), disallowed_special="all") -> set[str]:
+        """The allowed special tokens; raises if `text` holds a disallowed one."""
         allowed = self._special_set(allowed_special, "allowed_special")
         if disallowed_special == "all":
             disallowed = set(self.special_tokens) - allowed
@@ -293,20 +343,7 @@ class BPETokenizer:
                     f"the text contains the special token {s!r}. If it is meant as that token, pass "
                     f"allowed_special={{{s!r}}}; if it is ordinary text, pass disallowed_special=()"
                 )
-        if not allowed:
-            return self.encode_ordinary(text)
-        splitter = self._special_split.get(frozenset(allowed))
-        if splitter is None:  # longest first, so a special that contains another wins
-            alts = "|".join(regex.escape(s) for s in sorted(allowed, key=lambda s: (-len(s), s)))
-            splitter = self._special_split[frozenset(allowed)] = regex.compile(f"({alts})")
-        out: list[int] = []
-        # With one capture group, split() alternates text, special, text, special, ...
-        for k, piece in enumerate(splitter.split(text)):
-            if k % 2:
-                out.append(self.special_tokens[piece])
-            elif piece:
-                out.extend(self.encode_ordinary(piece))
-        return out
+        return allowed
 
     def _special_set(self, value, name: str) -> set[str]:
         if value == "all":
@@ -333,7 +370,9 @@ class BPETokenizer:
         workers = default_workers() if workers is None else max(1, int(workers))
         total = sum(map(len, texts))
         if workers == 1 or total < 2 * PARALLEL_MIN_CHARS or len(texts) < 2:
-            return [self.encode(t, **kwargs) for t in texts]
+            if any([self._check_special(t, **kwargs) for t in texts]):
+                return [self.encode(t, **kwargs) for t in texts]
+            return self.encode_ordinary_batch(texts)  # no special token allowed: all plain text
         # Contiguous slices of about equal size, one or two per worker.
         n_jobs = min(len(texts), 2 * workers)
         bounds, acc, target, start = [], 0, total / n_jobs, 0

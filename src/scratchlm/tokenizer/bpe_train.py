@@ -43,9 +43,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from operator import add
 
-import regex
-
-from .regex_patterns import split_for_workers
+from .regex_patterns import split_for_workers, splitter
 
 
 # --------------------------------------------------------------------------- bytes
@@ -99,10 +97,10 @@ def tie_key(a: int, b: int) -> tuple[int, int]:
 def _count_piece(args) -> Counter:
     """Worker: split some text (or a batch of documents) and count the chunks."""
     pattern, texts = args
-    pat = regex.compile(pattern)
+    split = splitter(pattern)
     counts: Counter = Counter()
     for t in texts:
-        counts.update(pat.findall(t))
+        counts.update(split(t))
     return counts
 
 
