@@ -12,9 +12,11 @@ What this file teaches, top to bottom:
    token: merge i makes token 256 + i. The fast trainer lives in `bpe_train.py`, the
    textbook one in `naive.py`; they learn identical merges.
 4. **Encoding** replays the merges on each chunk, lowest rank (earliest learned) first,
-   which reproduces exactly the segmentation training arrived at. Chunks repeat a lot,
-   so their encodings are cached; very long chunks use a heap so a 100 kB run of one
-   character costs O(n log n), not O(n^2).
+   which reproduces exactly the segmentation training arrived at (`_encode_chunk`).
+   Chunks repeat a lot, so their encodings are cached; very long chunks use a heap so
+   a 100 kB run of one character costs O(n log n), not O(n^2). A fresh text brings
+   thousands of new chunks at once: those are merged together with NumPy
+   (`batch_merge.py`), same merges, same ids, several times faster.
 5. **Special tokens** such as `<|endoftext|>` get ids after the merges. They are never
    produced from ordinary text: a user who types "<|endoftext|>" must not be able to
    end your document. `encode` refuses text containing one unless you allow it
@@ -536,4 +538,4 @@ def _init_worker(state: dict) -> None:
 
 def _encode_slice(args) -> list[list[int]]:
     texts, kwargs = args
-    return [_worker_tok.encode(t, **kwargs) for t in texts]
+    return _worker_tok.encode_batch(texts, workers=1, **kwargs)
