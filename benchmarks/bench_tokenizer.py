@@ -17,7 +17,9 @@ For each corpus and vocabulary size, in this one process:
     tiktoken's cache (never downloaded): the export runs in tiktoken's engine, so
     its speed should match tiktoken's own (allowing for a 100k vs our vocabulary);
   * the GPT-4 pattern's gain over GPT-2's in bytes per token (ours, held-out);
-  * peak memory of training (resident memory above the baseline, workers included).
+  * peak memory of training: each trainer runs once more in a fresh Python process
+    (so memory freed by an earlier run cannot be reused unseen), and the figure is
+    its proportional set size above what it held before training, workers included.
 
 Corpora: `shakespeare` is the built-in corpus (`scratchlm.data.shakespeare`), whole
 plays held out (the validation plays); `code` is the `.py` files of this Python's
@@ -30,6 +32,7 @@ import argparse
 import gc
 import os
 import platform
+import subprocess
 import sys
 import sysconfig
 import threading
@@ -125,6 +128,32 @@ class PeakMemory:
         return max(0, self.peak - self.base) / 1e6
 
 
+def load_corpus(name: str, code_mb: float):
+    if name == "shakespeare":
+        return shakespeare_corpus()
+    if name == "code":
+        return code_corpus(code_mb)
+    raise SystemExit(f"unknown corpus {name!r}")
+
+
+def train_once(who: str, docs, vocab_size: int, workers):
+    from scratchlm.tokenizer.bpe import BPETokenizer
+    from scratchlm.tokenizer.regex_patterns import GPT4_PATTERN
+
+    if who == "ours":
+        return BPETokenizer.train(docs, vocab_size, workers=workers)
+    return hf_train(docs, vocab_size, GPT4_PATTERN)
+
+
+def peak_memory_in_fresh_process(who: str, corpus: str, vocab_size: int, code_mb: float, workers) -> float:
+    """MB that training adds at its peak, measured in a new interpreter (see the docstring)."""
+    cmd = [sys.executable, __file__, "--memory-of", who, "--corpus", corpus, "--vocab", str(vocab_size), "--code-mb", str(code_mb)]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
 def mb(docs) -> float:
     return sum(len(d.encode("utf-8")) for d in docs) / 1e6
 
@@ -187,7 +216,7 @@ def best_of(fn, repeat: int):
 # --------------------------------------------------------------------------- main
 
 
-def run(name, train_docs, held_docs, vocab_sizes, repeat, workers):
+def run(name, train_docs, held_docs, vocab_sizes, repeat, workers, code_mb):
     from scratchlm.tokenizer.bpe import BPETokenizer
     from scratchlm.tokenizer.export import to_tiktoken
     from scratchlm.tokenizer.regex_patterns import GPT4_PATTERN
@@ -204,12 +233,10 @@ def run(name, train_docs, held_docs, vocab_sizes, repeat, workers):
         print(f"tiktoken's own cl100k_base (100k vocabulary): {mbs_own:.2f} MB/s one thread")
     rows = []
     for vs in vocab_sizes:
-        t_ours, ours = best_of(lambda: BPETokenizer.train(train_docs, vs, workers=workers), repeat)
-        t_hf, hf = best_of(lambda: hf_train(train_docs, vs, GPT4_PATTERN), repeat)
-        with PeakMemory() as m_ours:
-            BPETokenizer.train(train_docs, vs, workers=workers)
-        with PeakMemory() as m_hf:
-            hf_train(train_docs, vs, GPT4_PATTERN)
+        t_ours, ours = best_of(lambda: train_once("ours", train_docs, vs, workers), repeat)
+        t_hf, hf = best_of(lambda: train_once("tokenizers", train_docs, vs, workers), repeat)
+        mem_ours = peak_memory_in_fresh_process("ours", name, vs, code_mb, workers)
+        mem_hf = peak_memory_in_fresh_process("tokenizers", name, vs, code_mb, workers)
 
         # encode throughput on held-out documents
         # "fresh cache": a new copy each run (built outside the clock), so every chunk is encoded from scratch
@@ -237,12 +264,12 @@ def run(name, train_docs, held_docs, vocab_sizes, repeat, workers):
             tt_equal=ids_tt == ids_ours,
             mbs_cold=held_mb / t_cold, mbs_warm=held_mb / t_warm, mbs_hf=held_mb / t_hf_enc,
             mbs_tt=held_mb / t_tt, mbs_tt1=held_mb / t_tt1,
-            mem_ours=m_ours.mb, mem_hf=m_hf.mb,
+            mem_ours=mem_ours, mem_hf=mem_hf,
         )
         rows.append(row)
         print(
             f"vocab {vs}: train ours {t_ours:.2f} s, tokenizers {t_hf:.2f} s -> ratio {t_ours / t_hf:.2f}x "
-            f"(same merges: {'yes' if row['same'] else 'NO'}); peak memory ours {m_ours.mb:.0f} MB, tokenizers {m_hf.mb:.0f} MB\n"
+            f"(same merges: {'yes' if row['same'] else 'NO'}); peak memory ours {mem_ours:.0f} MB, tokenizers {mem_hf:.0f} MB\n"
             f"  bytes/token held-out: ours {row['bpt_ours']:.4f}, tokenizers {row['bpt_hf']:.4f} "
             f"({'equal' if n_ours == n_hf else 'DIFFERENT'}); GPT-2 pattern {row['bpt_gpt2']:.4f} "
             f"-> GPT-4 pattern gain {100 * (row['bpt_ours'] / row['bpt_gpt2'] - 1):+.2f}%\n"
@@ -265,7 +292,14 @@ def main(argv=None) -> int:
     p.add_argument("--code-mb", type=float, default=20.0, help="MB of stdlib code to train on (default 20)")
     p.add_argument("--repeat", type=int, default=3, help="time each step this many times, keep the best")
     p.add_argument("--workers", type=int, default=None, help="processes for our chunk counting (default: all cores)")
+    p.add_argument("--memory-of", choices=["ours", "tokenizers"], help=argparse.SUPPRESS)  # used by the script itself
     args = p.parse_args(argv)
+    if args.memory_of:  # child process: train once, print the peak memory in MB
+        train, _ = load_corpus(args.corpus, args.code_mb)
+        with PeakMemory() as m:
+            train_once(args.memory_of, train, int(args.vocab), args.workers)
+        print(f"{m.mb:.1f}")
+        return 0
 
     import tiktoken
     import tokenizers
@@ -277,13 +311,8 @@ def main(argv=None) -> int:
     print(f"# command: python benchmarks/bench_tokenizer.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     vocab_sizes = [int(v) for v in args.vocab.split(",") if v]
     for name in [c.strip() for c in args.corpus.split(",") if c.strip()]:
-        if name == "shakespeare":
-            train, held = shakespeare_corpus()
-        elif name == "code":
-            train, held = code_corpus(args.code_mb)
-        else:
-            p.error(f"unknown corpus {name!r}")
-        run(name, train, held, vocab_sizes, args.repeat, args.workers)
+        train, held = load_corpus(name, args.code_mb)
+        run(name, train, held, vocab_sizes, args.repeat, args.workers, args.code_mb)
     return 0
 
 
