@@ -24,7 +24,7 @@ from scratchlm.tokenizer.batch_merge import BatchMerger
 from scratchlm.tokenizer.bpe import BPETokenizer, DisallowedSpecialTokenError, StreamDecoder
 from scratchlm.tokenizer.bpe_train import count_chunks, learn_merges
 from scratchlm.tokenizer.naive import train_naive
-from scratchlm.tokenizer.regex_patterns import ASCII_PATTERNS, GPT2_PATTERN, GPT4_PATTERN, split_for_workers, splitter
+from scratchlm.tokenizer.regex_patterns import ASCII_PATTERNS, GPT2_PATTERN, GPT4_PATTERN, Splitter, split_for_workers
 
 # A small corpus with the things that break tokenizers: several scripts, emoji
 # (4-byte characters, ZWJ sequences), combining marks, CRLF, tabs, runs of spaces,
@@ -107,7 +107,7 @@ def test_splitter_equals_regex(text):
     try:
         regex_patterns.ASCII_PIECE = 8  # so short texts are cut into pieces too
         for pattern in (GPT4_PATTERN, GPT2_PATTERN):
-            assert splitter(pattern)(text) == regex.findall(pattern, text)
+            assert Splitter(pattern)(text) == regex.findall(pattern, text)
     finally:
         regex_patterns.ASCII_PIECE = old
 
@@ -117,7 +117,7 @@ def test_mostly_ascii_text_is_split_in_pieces():
     for pattern in (GPT4_PATTERN, GPT2_PATTERN):
         pieces = split_for_workers(text, pattern, len(text) // regex_patterns.ASCII_PIECE)
         assert len(pieces) > 3 and sum(p.isascii() for p in pieces) >= len(pieces) - 5
-        assert splitter(pattern)(text) == regex.findall(pattern, text)
+        assert Splitter(pattern)(text) == regex.findall(pattern, text)
 
 
 # --------------------------------------------------------------- fast == textbook
@@ -433,6 +433,13 @@ def test_cache_does_not_change_results(tok):
     fresh = BPETokenizer.from_dict(tok.to_dict())
     a = fresh.encode(MIXED)
     assert fresh.encode(MIXED) == a == tok.encode(MIXED)
+
+
+def test_tokenizer_pickles_for_worker_processes(tok):
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(tok))
+    assert copy.encode(MIXED, disallowed_special=()) == tok.encode(MIXED, disallowed_special=())
 
 
 def test_cache_is_cleared_at_its_limit(tok, monkeypatch):

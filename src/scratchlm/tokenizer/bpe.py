@@ -43,7 +43,7 @@ import regex
 from ..errors import ScratchLMError
 from .batch_merge import BatchMerger
 from .bpe_train import PARALLEL_MIN_CHARS, _pool_context, chunk_bytes, count_chunks, default_workers, learn_merges
-from .regex_patterns import pattern_name, resolve_pattern, splitter
+from .regex_patterns import Splitter, pattern_name, resolve_pattern
 
 FORMAT = "scratchlm-tokenizer"
 VERSION = 1
@@ -79,7 +79,7 @@ class BPETokenizer:
     ):
         self.merges: list[tuple[int, int]] = [(int(a), int(b)) for a, b in merges]
         self.pattern: str = resolve_pattern(pattern)
-        self._split = splitter(self.pattern)  # text -> chunks
+        self._split = Splitter(self.pattern)  # text -> chunks
         n_base = 256 + len(self.merges)
         # Special tokens come right after the merges, in the order given.
         self.special_tokens: dict[str, int] = {}

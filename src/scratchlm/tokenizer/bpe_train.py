@@ -43,7 +43,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from operator import add
 
-from .regex_patterns import split_for_workers, splitter
+from .regex_patterns import Splitter, split_for_workers
 
 
 # --------------------------------------------------------------------------- bytes
@@ -97,7 +97,7 @@ def tie_key(a: int, b: int) -> tuple[int, int]:
 def _count_piece(args) -> Counter:
     """Worker: split some text (or a batch of documents) and count the chunks."""
     pattern, texts = args
-    split = splitter(pattern)
+    split = Splitter(pattern)
     counts: Counter = Counter()
     for t in texts:
         counts.update(split(t))

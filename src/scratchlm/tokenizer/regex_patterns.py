@@ -46,28 +46,32 @@ ASCII_PATTERNS = {
 }
 
 
-def splitter(pattern: str):
+class Splitter:
     """`split(text) -> chunks` for a pattern: `regex`'s findall, or for a built-in pattern
     the equivalent `re` pattern on the ASCII parts of the text (same chunks, faster)."""
-    full = regex.compile(pattern).findall
-    ascii_text = ASCII_PATTERNS.get(pattern)
-    if ascii_text is None:
-        return full
-    fast = re.compile(ascii_text, re.ASCII).findall
 
-    def split(text: str) -> list[str]:
+    def __init__(self, pattern: str):
+        self.pattern = pattern
+        self._full = regex.compile(pattern).findall
+        ascii_text = ASCII_PATTERNS.get(pattern)
+        self._fast = re.compile(ascii_text, re.ASCII).findall if ascii_text else None
+
+    def __call__(self, text: str) -> list[str]:
+        if self._fast is None:
+            return self._full(text)
         if text.isascii():
-            return fast(text)
+            return self._fast(text)
         if len(text) < 2 * ASCII_PIECE:
-            return full(text)
+            return self._full(text)
         # Mostly-ASCII text (code with one "é" in a comment): cut it at safe places (see
         # below) and give each ASCII piece to the fast pattern.
         out: list[str] = []
-        for piece in split_for_workers(text, pattern, len(text) // ASCII_PIECE):
-            out += fast(piece) if piece.isascii() else full(piece)
+        for piece in split_for_workers(text, self.pattern, len(text) // ASCII_PIECE):
+            out += self._fast(piece) if piece.isascii() else self._full(piece)
         return out
 
-    return split
+    def __reduce__(self):  # pickles as its pattern
+        return Splitter, (self.pattern,)
 
 
 ASCII_PIECE = 4096  # characters per piece when a text is not all ASCII
