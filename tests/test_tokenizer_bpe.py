@@ -379,6 +379,9 @@ def test_large_batches_take_the_batch_path_with_the_same_ids(tok, monkeypatch):
     assert fresh.encode_ordinary_batch(texts) == want
     assert calls and len(calls) == 1  # all new chunks of all texts in one batch
     assert fresh.encode_ordinary_batch(texts) == want  # and from the cache
+    monkeypatch.setattr(bpe_module, "BATCH_CHARS", 50)  # one text per group
+    assert BPETokenizer.from_dict(tok.to_dict()).encode_ordinary_batch(iter(texts)) == want
+    assert len(calls) == 1 + len(texts)
     assert not any(len(c) > bpe_module.LONG_CHUNK for c in fresh._cache)
 
 

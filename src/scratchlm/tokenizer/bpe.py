@@ -42,7 +42,7 @@ import regex
 
 from ..errors import ScratchLMError
 from .batch_merge import BatchMerger
-from .bpe_train import PARALLEL_MIN_CHARS, _pool_context, chunk_bytes, count_chunks, default_workers, learn_merges
+from .bpe_train import PARALLEL_MIN_CHARS, _batches, _pool_context, chunk_bytes, count_chunks, default_workers, learn_merges
 from .regex_patterns import Splitter, pattern_name, resolve_pattern
 
 FORMAT = "scratchlm-tokenizer"
@@ -55,6 +55,7 @@ LONG_CHUNK = 128
 # From this many new chunks in one call on, they are merged together with NumPy
 # (batch_merge.py); fewer go through the simple loop one by one.
 BATCH_MIN = 64
+BATCH_CHARS = 4_000_000  # encode_ordinary_batch splits this much text at a time
 # The chunk cache is dropped and restarted when it holds this many entries, so
 # encoding an endless stream cannot eat all memory.
 CACHE_LIMIT = 1 << 18
@@ -293,7 +294,11 @@ class BPETokenizer:
         return self.encode_ordinary_batch([text])[0]
 
     def encode_ordinary_batch(self, texts: Iterable[str]) -> list[list[int]]:
-        """`encode_ordinary` of each text, with the new chunks of all of them merged together."""
+        """`encode_ordinary` of each text. The new chunks of many texts are merged together,
+        a group of texts (about BATCH_CHARS characters) at a time to bound memory."""
+        return [ids for group in _batches(texts, BATCH_CHARS) for ids in self._encode_group(group)]
+
+    def _encode_group(self, texts: list[str]) -> list[list[int]]:
         split = [self._split(t) for t in texts]
         cache = self._cache
         new = set().union(*split).difference(cache)  # most chunks were seen before
