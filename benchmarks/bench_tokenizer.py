@@ -10,7 +10,8 @@ For each corpus and vocabulary size, in this one process:
     trainer with the byte-level pre-tokenizer and the same split regex, fed the same
     documents; ratio ours / theirs (below 1.0 = we are faster);
   * whether the two learned the same merges, and bytes per token on held-out text;
-  * encode throughput on the held-out documents (MB/s): ours (fresh cache, then warm),
+  * encode throughput on the held-out documents (MB/s): ours (`encode_ordinary_batch`,
+    one thread; fresh cache, then warm),
     `tokenizers` (`encode_batch`, its threads), tiktoken running our ranks (the export);
     ratios ours / tokenizers and ours / tiktoken (one thread each side);
   * tiktoken's own `cl100k_base` on the same text, only if it is already in
@@ -219,7 +220,6 @@ def best_of(fn, repeat: int):
 def run(name, train_docs, held_docs, vocab_sizes, repeat, workers, code_mb):
     from scratchlm.tokenizer.bpe import BPETokenizer
     from scratchlm.tokenizer.export import to_tiktoken
-    from scratchlm.tokenizer.regex_patterns import GPT4_PATTERN
 
     held_mb = mb(held_docs)
     held_bytes = held_mb * 1e6
