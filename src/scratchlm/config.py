@@ -87,11 +87,25 @@ class SampleConfig:
 
 
 @dataclass
+class VizConfig:
+    """Attention snapshots during training (read by `scratchlm.viz`, attached by `scratchlm train`)."""
+
+    snapshots: bool = True  # record attention maps and per-head metrics into RUN/attention/
+    every: int = 1  # record at every N-th evaluation (and once before the first step)
+    prompt: str = ""  # the probe text; "" = the first prompt_tokens tokens of the validation text
+    prompt_tokens: int = 24  # the probe's length in tokens (cut to the context)
+    induction_tokens: int = 24  # a random sequence of this many tokens, repeated once, for the induction score
+    figures: bool = True  # at the end of training, draw the figures into RUN/figures/
+    tensorboard: bool = True  # also write the metrics to RUN/tensorboard/ when tensorboard is installed
+
+
+@dataclass
 class RunConfig:
     model: GPTConfig = field(default_factory=GPTConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    viz: VizConfig = field(default_factory=VizConfig)
 
 
 def preset_dir() -> Path:
@@ -239,6 +253,10 @@ def validate(cfg: RunConfig) -> None:
     _require(ac in ("none", "blocks") or (ac.startswith("every_") and ac[6:].isdigit() and int(ac[6:]) > 0),
              "train.activation_checkpointing", "none, blocks or every_<k>", ac)
     validate_sample(s)
+    v = cfg.viz
+    _require(v.every >= 1, "viz.every", "evaluations between snapshots, must be >= 1", v.every)
+    _require(v.prompt_tokens >= 2, "viz.prompt_tokens", "must be >= 2", v.prompt_tokens)
+    _require(v.induction_tokens >= 2, "viz.induction_tokens", "must be >= 2", v.induction_tokens)
 
 
 SAMPLE_DTYPES = ("fp32", "bf16", "fp16")
