@@ -1,0 +1,142 @@
+"""The built-in question task: reading questions generated from the plays, no download needed.
+
+Each question shows a short passage of a play and asks about it; the answer is a name or a
+line copied from the passage, so it can be checked by exact match:
+
+    HORATIO:                                  kind "first":   Who speaks first?            → HORATIO
+    Friends to this ground.                   kind "speaker": Who speaks the line
+                                                              "And liegemen to the Dane."?  → MARCELLUS
+    MARCELLUS:                                kind "next":    Which line does FRANCISCO say
+    And liegemen to the Dane.                                 after "And liegemen to the
+                                                              Dane."?                       → Give you good night.
+    FRANCISCO:
+    Give you good night.
+
+Training questions come from the training plays, evaluation questions from the three held-out
+plays (Hamlet, Twelfth Night, Henry V), whose names and lines the model has never seen: it has
+to read them, not remember them. Generation is deterministic: passages start at fixed speeches,
+and the random choices (which line, which kind) come from a generator seeded by the play and
+the passage's start. Passages are kept short (`max_chars`) so that passage, question and answer
+fit the main job's context of 128 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from ..data.shakespeare import load_plays, split_plays
+from ..errors import ScratchLMError
+
+KINDS = ("first", "speaker", "next")
+MAX_CHARS = 200  # passage length in characters (~70 tokens of the main job's tokenizer)
+MAX_LINE = 50  # a quoted or answered line is at most this long
+
+
+def speeches(play: str) -> list[tuple[str, list[str]]]:
+    """[(SPEAKER, [lines])] from a play in the `SPEAKER:\\nspeech` format."""
+    out = []
+    for block in play.strip().split("\n\n"):
+        head, _, body = block.partition("\n")
+        lines = [line for line in body.split("\n") if line.strip()]
+        if head.endswith(":") and lines:
+            out.append((head[:-1], lines))
+    return out
+
+
+def passage_at(sp: list[tuple[str, list[str]]], start: int, max_chars: int = MAX_CHARS) -> list[tuple[str, str]]:
+    """[(speaker, line)] for the lines of speeches from `start` on, as many as fit in max_chars
+    (whole lines; the last speech may be cut after a line)."""
+    out, used = [], 0
+    for speaker, lines in sp[start:]:
+        head = len(speaker) + 3  # "NAME:\n" and the blank line before it
+        for j, line in enumerate(lines):
+            cost = len(line) + 1 + (head if j == 0 else 0)
+            if used + cost > max_chars:
+                return out
+            out.append((speaker, line))
+            used += cost
+    return out
+
+
+def passage_text(lines: list[tuple[str, str]]) -> str:
+    """The passage in the plays' own format: NAME:, its lines, a blank line before the next name."""
+    parts, last = [], None
+    for speaker, line in lines:
+        if speaker != last:
+            parts.append(("\n" if parts else "") + f"{speaker}:")
+            last = speaker
+        parts.append(line)
+    return "\n".join(parts)
+
+
+def make_question(lines: list[tuple[str, str]], kind: str, rng: random.Random) -> tuple[str, str] | None:
+    """(question, answer) of one kind about a passage, or None if the passage has no good one."""
+    if kind == "first":
+        return "Who speaks first?", lines[0][0]
+    texts = [t for _, t in lines]
+    unique = [i for i, t in enumerate(texts) if texts.count(t) == 1 and len(t) <= MAX_LINE]
+    if kind == "speaker":
+        # a line not by the first speaker when there is one, so "the first name" is not the answer
+        others = [i for i in unique if lines[i][0] != lines[0][0]]
+        choices = others or unique
+        if not choices:
+            return None
+        i = rng.choice(choices)
+        return f'Who speaks the line "{texts[i]}"?', lines[i][0]
+    if kind == "next":
+        choices = [i for i in unique if i + 1 < len(lines) and len(texts[i + 1]) <= MAX_LINE]
+        if not choices:
+            return None
+        i = rng.choice(choices)
+        return f'Which line does {lines[i + 1][0]} say after "{texts[i]}"?', texts[i + 1]
+    raise ScratchLMError(f"unknown question kind {kind!r} (kinds: {', '.join(KINDS)})")
+
+
+def play_questions(name: str, play: str, every: int = 1, max_chars: int = MAX_CHARS) -> list[dict]:
+    """Questions about passages starting at every `every`-th speech of one play; the kind
+    rotates from one passage to the next (a kind with no good question there is skipped)."""
+    sp = speeches(play)
+    out = []
+    for n, start in enumerate(range(0, len(sp), every)):
+        lines = passage_at(sp, start, max_chars)
+        if len({s for s, _ in lines}) < 2 or len(lines) < 3:
+            continue  # one speaker, or too little text to ask about
+        kind = KINDS[n % len(KINDS)]
+        rng = random.Random(f"{name}:{start}")  # a str seed is hashed the same way on every run
+        qa = make_question(lines, kind, rng)
+        if qa is None:
+            continue
+        question, answer = qa
+        out.append({"messages": [{"role": "user", "content": f"{passage_text(lines)}\n\n{question}"},
+                                 {"role": "assistant", "content": answer}],
+                    "kind": kind, "play": name, "speech": start})
+    return out
+
+
+def build_questions(train_every: int = 1, eval_every: int = 4, max_chars: int = MAX_CHARS,
+                    plays: dict[str, str] | None = None) -> dict[str, list[dict]]:
+    """{'train': questions from the training plays, 'eval': from the held-out plays}."""
+    plays = plays if plays is not None else load_plays()
+    train_names, eval_names = split_plays(plays)
+    return {
+        "train": [q for n in train_names for q in play_questions(n, plays[n], train_every, max_chars)],
+        "eval": [q for n in eval_names for q in play_questions(n, plays[n], eval_every, max_chars)],
+    }
+
+
+def write_questions(out_dir: str | Path, **kwargs) -> dict[str, Path]:
+    """Write train.jsonl and eval.jsonl (one conversation per line, plus its kind and source)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, rows in build_questions(**kwargs).items():
+        path = out_dir / f"{split}.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        paths[split] = path
+    return paths
+
+
+def counts(rows: list[dict]) -> dict[str, int]:
+    return {k: sum(r.get("kind") == k for r in rows) for k in KINDS}
