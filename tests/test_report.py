@@ -1,0 +1,164 @@
+"""`scratchlm report`: the guide written from a run folder, as a PDF and as one HTML page.
+
+One tiny run is trained once for the module (a BPE tokenizer, two evaluations, the live
+doctor attached); the guides built from it are read back with pypdf and checked for the
+chapter titles and the run's own numbers.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from scratchlm.cli import main
+from scratchlm.config import build_config
+from scratchlm.doctor import live
+from scratchlm.errors import ScratchLMError
+from scratchlm.report import build_report
+from scratchlm.report.chapters import CHAPTERS
+from scratchlm.report.doc import Code, Document, Heading, Para, Table, to_typst
+from scratchlm.report.facts import gather
+from scratchlm.train import run_training
+
+pypdf = pytest.importorskip("pypdf")
+pytest.importorskip("typst")
+
+TITLES = ["Tokenization", "Attention", "The transformer block and the GPT stack", "Training",
+          "Attention evolving during training", "Generation", "Answering questions", "Troubleshooting",
+          "What to try next"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from scratchlm.data.corpus import load_corpus
+
+    folder = tmp_path_factory.mktemp("report")
+    (folder / "plays.txt").write_text("".join(load_corpus("", 0.1).train)[:60_000], encoding="utf-8")
+    cfg = build_config("tiny", overrides={
+        "data.path": str(folder / "plays.txt"), "data.vocab_size": 300, "model.n_layer": 2, "model.n_head": 2,
+        "model.n_embd": 32, "model.block_size": 32, "train.batch_size": 8, "train.max_steps": 30,
+        "train.eval_interval": 15, "train.eval_tokens": 2048, "train.warmup_steps": 5, "sample.num_samples": 0})
+    run = folder / "run"
+    run_training(cfg, run, overwrite=True, events=live.attach(None, quiet=True))
+    return run
+
+
+def pdf_text(path) -> tuple[str, int]:
+    reader = pypdf.PdfReader(str(path))
+    text = "\n".join(page.extract_text() or "" for page in reader.pages)
+    return re.sub(r"\s+", " ", text), len(reader.pages)
+
+
+def test_pdf_has_every_chapter_and_the_runs_numbers(run_dir, tmp_path):
+    result = build_report(run_dir, tmp_path / "guide.pdf")
+    text, pages = pdf_text(tmp_path / "guide.pdf")
+    assert result["chapters"] == TITLES and len(CHAPTERS) == 9
+    for title in TITLES:
+        assert title in text, title
+    facts = gather(run_dir)
+    assert facts.n_params and f"{facts.n_params:,}" in text  # title page, parameter table
+    assert f"{facts.final_eval['val_loss']:.4f}" in text
+    assert f"{facts.vocab_size:,}" in text and facts.vocab_size == 300
+    assert facts.run_dir.name in text
+    assert 12 <= pages <= 80 and result["pages"] == pages
+    # the real source code, read from the installed package
+    assert "def scaled_dot_product_attention" in text and "def train_naive" in text
+
+
+def test_html_is_self_contained_with_every_figure(run_dir, tmp_path):
+    result = build_report(run_dir, tmp_path / "guide.html", samples=False)
+    page = (tmp_path / "guide.html").read_text(encoding="utf-8")
+    images = re.findall(r'<img src="data:image/(svg\+xml|png|gif);base64,', page)
+    assert len(images) == result["figures"] >= 2  # at least the block diagram and the curves
+    assert "src=\"http" not in page and "<link" not in page  # nothing fetched from elsewhere
+    for title in TITLES:
+        assert title in page
+
+
+def test_missing_parts_are_named_with_their_command(run_dir, tmp_path):
+    result = build_report(run_dir, tmp_path / "guide.pdf", samples=False, memory="skip")
+    text, _ = pdf_text(tmp_path / "guide.pdf")
+    assert "Not in this guide yet" in text
+    assert "scratchlm finetune --init-from" in text  # not fine-tuned
+    assert "scratchlm tokenizer compare" in text  # no comparison folder
+    assert "scratchlm memory" in text  # memory skipped
+    assert any("fine-tuning" in m for m in result["missing"])
+
+
+def test_run_without_checkpoint_still_gives_a_guide(run_dir, tmp_path):
+    crashed = tmp_path / "crashed"
+    shutil.copytree(run_dir, crashed, ignore=shutil.ignore_patterns("checkpoints"))
+    result = build_report(crashed, tmp_path / "guide.html")
+    page = (tmp_path / "guide.html").read_text(encoding="utf-8")
+    assert "no complete checkpoint" in page or "no checkpoint" in page
+    assert result["chapters"] == TITLES
+
+
+def test_tool_results_in_the_folder_fill_their_parts(run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "tokenizer-compare").mkdir()
+    (run / "tokenizer-compare" / "results.csv").write_text(
+        "tokenizer,vocab,bytes_per_token,unknown_rate\nours (gpt4),1024,3.1,0\nword-level,1024,4.2,0.071\n")
+    (run / "eval_questions.json").write_text(json.dumps(
+        {"accuracy": 0.75, "baseline": 0.2, "by_type": {"who speaks first": 0.95}, "baseline_by_type": {"who speaks first": 0.3},
+         "examples": [{"question": "Who speaks first?", "answer": "ROMEO", "expected": "ROMEO"}]}))
+    build_report(run, tmp_path / "guide.pdf", samples=False)
+    text, _ = pdf_text(tmp_path / "guide.pdf")
+    assert "word-level" in text and "0.071" in text
+    assert "who speaks first" in text and "95%" in text and "75%" in text
+
+
+@pytest.mark.parametrize("make", ["missing", "no_config", "corrupt_config", "a_file"])
+def test_missing_or_broken_run_folder_is_a_one_line_error(tmp_path, capsys, make):
+    target = tmp_path / "run"
+    if make != "missing":
+        target.mkdir()
+    if make == "corrupt_config":
+        (target / "config.json").write_text("{not json")
+    if make == "a_file":
+        target.rmdir()
+        target.write_text("hello")
+    with pytest.raises(ScratchLMError):
+        build_report(target)
+    assert main(["report", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+
+
+def test_cli_writes_guide_into_the_run_folder(run_dir, capsys):
+    assert main(["report", str(run_dir), "--no-samples", "--format", "html"]) == 0
+    assert (run_dir / "guide.html").exists()
+    assert "guide written" in capsys.readouterr().out
+    assert main(["report", str(run_dir), "--bogus"]) == 2
+
+
+def test_pages_render_to_images_that_are_not_blank(run_dir, tmp_path):
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("pdftoppm (poppler-utils) is not installed")
+    import matplotlib.image as mpimg
+
+    build_report(run_dir, tmp_path / "guide.pdf", samples=False)
+    subprocess.run(["pdftoppm", "-png", "-r", "30", "-f", "1", "-l", "6", str(tmp_path / "guide.pdf"), str(tmp_path / "p")],
+                   check=True)
+    pngs = sorted(tmp_path.glob("p-*.png"))
+    assert len(pngs) == 6
+    for png in pngs:
+        img = mpimg.imread(png)
+        assert img[..., :3].std() > 0.02, png.name  # text on the page, not a blank sheet
+
+
+def test_text_with_typst_markup_characters_is_printed_as_is(tmp_path):
+    import typst
+
+    nasty = 'a #let x = 1 $x^2$ *not bold* _under_ @ref <label> [b] \\ "q" // c /* d */ = head'
+    doc = Document("T", "s", "d", [("k", "#v")], [Heading("H"), Para("x `#raw` y"), Code(nasty, lang="text"),
+                                                  Table(["#"], [[nasty]])])
+    doc.add(Para(nasty.replace("*", "").replace("`", "")))
+    src = tmp_path / "t.typ"
+    src.write_text(to_typst(doc))
+    typst.compile(str(src), output=str(tmp_path / "t.pdf"), root=str(tmp_path))
+    text, _ = pdf_text(tmp_path / "t.pdf")
+    assert "#let x = 1 $x^2$" in text and "@ref <label>" in text
