@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from scratchlm.decode import Decoder
-from scratchlm.generate import generate_tokens
+from scratchlm.model.decode import Decoder
+from scratchlm.inference.generate import generate_tokens
 from scratchlm.model import GPT, GPTConfig
 
 

@@ -217,13 +217,32 @@ def _require(cond: bool, key: str, why: str, value) -> None:
         raise ScratchLMError(f"bad value for '{key}': {value!r} ({why})")
 
 
-def validate(cfg: RunConfig) -> None:
-    """Range checks OmegaConf's type checks cannot express."""
-    m, d, t, s = cfg.model, cfg.data, cfg.train, cfg.sample
+MODEL_CHOICES = {"norm_position": ("pre", "post"), "norm": ("layernorm", "rmsnorm"),
+                 "mlp": ("gelu", "relu", "relu2", "swiglu"), "position": ("learned", "rope"),
+                 "attention": ("fused", "written")}
+
+
+def validate_model(m: GPTConfig) -> None:
+    """The [model] section: shape and block options (docs/architecture-choices.md)."""
     for key in ("block_size", "n_layer", "n_head", "n_embd"):
         _require(getattr(m, key) > 0, f"model.{key}", "must be positive", getattr(m, key))
     _require(m.n_embd % m.n_head == 0, "model.n_embd", f"must be divisible by model.n_head={m.n_head}", m.n_embd)
     _require(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)", m.dropout)
+    for key, allowed in MODEL_CHOICES.items():
+        _require(getattr(m, key) in allowed, f"model.{key}", f"one of: {', '.join(allowed)}", getattr(m, key))
+    _require(m.ff_dim >= 0, "model.ff_dim", "the MLP's hidden width, >= 0 (0 = 4 x n_embd; swiglu: 8/3 x)", m.ff_dim)
+    _require(m.n_kv_head >= 0 and (m.n_kv_head == 0 or m.n_head % m.n_kv_head == 0), "model.n_kv_head",
+             f"0 (= n_head) or a divisor of model.n_head={m.n_head}", m.n_kv_head)
+    _require(m.rope_base > 1.0, "model.rope_base", "must be > 1 (10000 is usual)", m.rope_base)
+    _require(m.position != "rope" or (m.n_embd // m.n_head) % 2 == 0, "model.position",
+             f"rope needs an even head size; n_embd / n_head = {m.n_embd // m.n_head}", m.position)
+    _require(m.logit_softcap >= 0, "model.logit_softcap", "must be >= 0 (0 = off; 15 to 30 is usual)", m.logit_softcap)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range checks OmegaConf's type checks cannot express."""
+    m, d, t, s = cfg.model, cfg.data, cfg.train, cfg.sample
+    validate_model(m)
     _require(d.tokenizer in ("bpe", "char"), "data.tokenizer", "bpe or char", d.tokenizer)
     _require(d.vocab_size >= 257 or d.tokenizer == "char", "data.vocab_size", "BPE needs at least 257 (256 bytes + 1)", d.vocab_size)
     _require(0.0 < d.val_fraction < 1.0, "data.val_fraction", "must be in (0, 1)", d.val_fraction)

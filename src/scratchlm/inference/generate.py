@@ -21,8 +21,8 @@ from typing import Iterator
 
 import torch
 
-from .decode import Decoder
-from .model import GPT
+from ..model.decode import Decoder
+from ..model import GPT
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:

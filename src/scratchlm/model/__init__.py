@@ -1,6 +1,10 @@
-"""The model: attention written out, a transformer block, and the GPT."""
+"""The model: attention written out, the transformer block and its options, the GPT, the one-token decoder."""
 
 from .attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention
-from .gpt import GPT, GPTConfig, MLP, TransformerBlock
+from .block import MLP, TransformerBlock
+from .decode import Decoder
+from .gpt import GPT, GPTConfig
+from .norm import Norm
 
-__all__ = ["GPT", "GPTConfig", "KVCache", "MLP", "MultiHeadAttention", "TransformerBlock", "causal_mask", "scaled_dot_product_attention"]
+__all__ = ["GPT", "Decoder", "GPTConfig", "KVCache", "MLP", "MultiHeadAttention", "Norm", "TransformerBlock",
+           "causal_mask", "scaled_dot_product_attention"]

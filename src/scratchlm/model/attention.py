@@ -10,10 +10,14 @@ average of what it finds there:
 
 `scaled_dot_product_attention` below is exactly that, and can hand back the weights
 so the visualisation tools can draw them. `MultiHeadAttention` runs several such
-heads side by side; its fast path calls PyTorch's fused kernel
-(`torch.nn.functional.scaled_dot_product_attention`, flash attention on GPUs), which
-computes the same thing without materialising the T×T weight matrix. The tests
-check that both paths agree.
+heads side by side. With `model.attention = "fused"` (the default) it calls PyTorch's
+fused kernel (`torch.nn.functional.scaled_dot_product_attention`, flash attention on
+GPUs), which computes the same thing without materialising the T×T weight matrix;
+`"written"` uses the five lines here. The tests check that both agree.
+
+Options (see docs/architecture-choices.md): fewer key/value heads than query heads
+(grouped-query attention, `model.n_kv_head`), a norm on each head's q and k
+(`model.qk_norm`), and rotary positions (`model.position = "rope"`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .norm import Norm
+from .rope import apply_rope, rope_tables
 
 
 def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
@@ -35,11 +42,15 @@ def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0, return_weights: bool = False):
-    """Attention written out. q: (..., T_q, d_k), k: (..., T_k, d_k), v: (..., T_k, d_v)."""
+    """Attention written out. q: (..., T_q, d_k), k: (..., T_k, d_k), v: (..., T_k, d_v).
+
+    mask: True (or 1) where a query may look, False (or 0) where it may not; a bool
+    mask or the 0/1 float/int mask of the guide's code (`mask == 0` is hidden).
+    """
     d_k = q.size(-1)
     scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., T_q, T_k)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = scores.masked_fill(mask == 0, float("-inf"))  # for a bool mask, mask == 0 is ~mask
     weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # softmax in fp32 for stability
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
@@ -47,11 +58,19 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0, ret
     return (out, weights) if return_weights else out
 
 
+def plain_weights(module: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """A module's parameters and buffers by dotted name, detached, in `dtype`: the one-token decoder's
+    copies. A tensor already in `dtype` is the module's own, not a copy."""
+    tensors = list(module.named_parameters()) + list(module.named_buffers())
+    return {name: t.detach().to(dtype) for name, t in tensors}
+
+
 class KVCache:
     """Keys and values of the positions seen so far, for one layer, preallocated.
 
     During generation each new token only needs its own query; its keys and values
-    are appended here so earlier positions are never recomputed.
+    are appended here so earlier positions are never recomputed. `pos` is how many
+    positions it holds, so it is also the position of the next token.
     """
 
     def __init__(self, batch: int, n_head: int, max_len: int, head_dim: int, device, dtype):
@@ -75,14 +94,34 @@ class KVCache:
 
 
 class MultiHeadAttention(nn.Module):
-    """Causal multi-head self-attention with GPT-2 names (`c_attn`, `c_proj`)."""
+    """Causal multi-head self-attention with GPT-2 names (`c_attn`, `c_proj`).
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, fast: bool = True):
+    `c_attn` makes q, k and v for all heads in one matmul; its output rows are
+    [q: n_head·D | k: n_kv_head·D | v: n_kv_head·D] (D = head_dim), so with n_kv_head =
+    n_head it is GPT-2's c_attn, and Llama's q_proj, k_proj, v_proj are its three slices.
+    `c_proj` (Llama's o_proj) mixes the heads back together. With qk_norm, `q_norm` and
+    `k_norm` normalise each head's q and k over D (one gain shared by all heads, as Qwen3
+    and OLMo 2), before RoPE. Query head h uses key/value head h // (n_head / n_kv_head).
+    """
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, fast: bool = True, *,
+                 n_kv_head: int = 0, qk_norm: bool = False, norm: str = "layernorm", rope: bool = False,
+                 rope_base: float = 10000.0, max_len: int = 0):
         super().__init__()
         assert n_embd % n_head == 0, "n_embd must be divisible by n_head"
         self.n_head, self.head_dim = n_head, n_embd // n_head
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # q, k, v for all heads in one matmul
-        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)  # mixes the heads back together
+        self.n_kv_head = n_kv_head or n_head
+        assert n_head % self.n_kv_head == 0, "n_head must be a multiple of n_kv_head"
+        self.sizes = (n_embd, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim)  # q, k, v widths
+        self.c_attn = nn.Linear(n_embd, sum(self.sizes), bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.q_norm = Norm(self.head_dim, norm, bias) if qk_norm else None
+        self.k_norm = Norm(self.head_dim, norm, bias) if qk_norm else None
+        self.rope = rope
+        if rope:  # cos/sin tables for every position; not saved in checkpoints (persistent=False)
+            cos, sin = rope_tables(max_len, self.head_dim, rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.resid_dropout = nn.Dropout(dropout)
         self.dropout = dropout
         self.fast = fast  # False: use the written-out attention (slower, same result)
@@ -91,11 +130,20 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_dim): each head attends independently
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        H, H_kv, D = self.n_head, self.n_kv_head, self.head_dim
+        q, k, v = self.c_attn(x).split(self.sizes, dim=2)
+        # (B, T, heads·D) -> (B, heads, T, D): each head attends independently
+        q, k, v = q.view(B, T, H, D).transpose(1, 2), k.view(B, T, H_kv, D).transpose(1, 2), v.view(B, T, H_kv, D).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope:  # the new tokens' positions continue from what the cache holds
+            start = kv_cache.pos if kv_cache is not None else 0
+            cos, sin = self.rope_cos[start : start + T].to(q.dtype), self.rope_sin[start : start + T].to(q.dtype)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)
+        if H_kv != H:  # grouped-query attention: each key/value head serves H / H_kv query heads
+            k, v = k.repeat_interleave(H // H_kv, dim=1), v.repeat_interleave(H // H_kv, dim=1)
         t_k = k.size(2)
         dropout_p = self.dropout if self.training else 0.0
         if self.fast and not self.capture_weights:
@@ -113,3 +161,46 @@ class MultiHeadAttention(nn.Module):
                 self.last_weights = w.detach()
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))
+
+    # ---- the one-token path (model/decode.py): the same sums for T = 1, on plain tensors ----
+
+    def step_weights(self, dtype: torch.dtype) -> dict:
+        """Tensors for `step`, in `dtype`. Attention's 1/√D is folded into the last op that makes q
+        (c_attn's q rows, or q_norm's gain and bias), once, on a copy."""
+        w = plain_weights(self, dtype)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        # RoPE after the norm is a rotation: scaling q before it is the same as after
+        names = ("q_norm.weight", "q_norm.bias") if self.q_norm is not None else ("c_attn.weight", "c_attn.bias")
+        rows = slice(None) if self.q_norm is not None else slice(0, self.sizes[0])  # c_attn: only q's rows
+        for name in names:
+            if name in w:
+                w[name] = w[name].clone()
+                w[name][rows] *= scale
+        return w
+
+    def step(self, x: torch.Tensor, cache: KVCache, w: dict) -> torch.Tensor:
+        """`forward` for one new token per row: x (B, C) -> (B, C). Appends its key and value to `cache`."""
+        B, C = x.shape
+        H, H_kv, D = self.n_head, self.n_kv_head, self.head_dim
+        qkv = F.linear(x, w["c_attn.weight"], w.get("c_attn.bias"))
+        if self.q_norm is None and not self.rope:  # the common case: no copies
+            qkv = qkv.to(cache.kv.dtype)  # q, k, v in the cache's dtype
+            q = qkv[:, :C]
+            kv = qkv[:, C:].view(B, 2, H_kv, 1, D).transpose(0, 1)  # (2, B, H_kv, 1, D), a view
+        else:
+            q, k, v = qkv.split(self.sizes, dim=1)
+            q, k = q.view(B, H, D), k.view(B, H_kv, D)
+            if self.q_norm is not None:
+                q = self.q_norm.fn(q, w["q_norm.weight"], w.get("q_norm.bias"))
+                k = self.k_norm.fn(k, w["k_norm.weight"], w.get("k_norm.bias"))
+            if self.rope:
+                cos, sin = w["rope_cos"][cache.pos], w["rope_sin"][cache.pos]
+                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q = q.to(cache.kv.dtype)
+            kv = torch.stack((k, v.view(B, H_kv, D))).to(cache.kv.dtype).unsqueeze(3)  # (2, B, H_kv, 1, D)
+        K, V = cache.append_kv(kv)  # this token's key and value join the cache
+        K, V = K.view(B * H_kv, -1, D), V.view(B * H_kv, -1, D)  # (B·H_kv, t, D)
+        q = q.reshape(B * H_kv, H // H_kv, D)  # the query heads that share each key/value head
+        att = torch.softmax(torch.bmm(q, K.mT), dim=-1)  # (B·H_kv, H/H_kv, t); q is pre-scaled
+        y = torch.bmm(att, V).view(B, C).type_as(x)  # heads side by side again
+        return F.linear(y, w["c_proj.weight"], w.get("c_proj.bias"))

@@ -1,11 +1,14 @@
-"""The GPT: token + position embeddings, a stack of transformer blocks, a tied LM head.
+"""The GPT: token (+ position) embeddings, a stack of transformer blocks, an LM head.
 
-    ids ─► wte + wpe ─► [ block ] × n_layer ─► ln_f ─► lm_head (= wteᵀ) ─► logits
+    ids ─► wte (+ wpe) ─► [ block ] × n_layer ─► ln_f ─► lm_head (= wteᵀ when tied) ─► logits
 
-Each block is pre-LayerNorm: x + attn(ln(x)), then x + mlp(ln(x)). The residual
-stream carries information straight through; each block adds a correction.
-Names follow GPT-2 (`wte`, `wpe`, `h`, `ln_f`, `c_attn`, `c_fc`, `c_proj`) so
-weights map one-to-one onto Hugging Face's `GPT2LMHeadModel`.
+The residual stream carries information straight through; each block adds a
+correction (model/block.py). The defaults are GPT-2's design (pre-LayerNorm, GELU,
+learned positions, tied embeddings, biases), and names follow GPT-2 (`wte`, `wpe`,
+`h`, `ln_f`, `c_attn`, `c_fc`, `c_proj`) so weights map one-to-one onto Hugging Face's
+`GPT2LMHeadModel`. The `GPTConfig` options select other blocks: the guide's (post-norm,
+ReLU) or modern ones (RMSNorm, SwiGLU, RoPE, grouped-query attention); see
+docs/architecture-choices.md.
 """
 
 from __future__ import annotations
@@ -17,11 +20,25 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import KVCache, MultiHeadAttention
+from .attention import KVCache, plain_weights
+from .block import MLP, TransformerBlock
+from .norm import Norm
+
+__all__ = ["GPT", "GPTConfig", "MLP", "TransformerBlock"]
 
 
 @dataclass
 class GPTConfig:
+    """The model's shape and block options (the `[model]` section of a run's config).
+
+    Parameter names per option (for export and visualisation): `transformer.wte`; `transformer.wpe` only
+    with learned positions; `transformer.h.N.{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj}`,
+    plus `attn.q_norm` and `attn.k_norm` with qk_norm; `transformer.ln_f` only with pre-norm (a post-norm
+    block already ends with a norm); `lm_head` (the same tensor as wte when tied). Norms have no `bias`
+    for RMSNorm or bias=False. Row layouts of c_attn (q|k|v) and SwiGLU's c_fc (gate|up): see attention.py
+    and block.py.
+    """
+
     vocab_size: int = 50304  # set from the tokenizer by the training script
     block_size: int = 256  # context length: the most tokens the model sees at once
     n_layer: int = 6
@@ -29,53 +46,47 @@ class GPTConfig:
     n_embd: int = 384
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm, as GPT-2
+    # ---- block options; the defaults are GPT-2's block (docs/architecture-choices.md) ----
+    norm_position: str = "pre"  # pre | post: normalise each sub-layer's input (GPT-2) or the sum after it (guide)
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    mlp: str = "gelu"  # gelu | relu | relu2 | swiglu
+    ff_dim: int = 0  # MLP hidden width; 0 = 4·n_embd, for swiglu ≈ 8/3·n_embd (see ff_width)
+    position: str = "learned"  # learned | rope
+    rope_base: float = 10000.0  # RoPE: the slowest pair turns once per ~2π·base positions
+    n_kv_head: int = 0  # key/value heads (grouped-query attention); 0 = n_head
+    qk_norm: bool = False  # normalise each head's q and k before the dot product
+    tie_embeddings: bool = True  # lm_head shares wte's matrix
+    logit_softcap: float = 0.0  # logits = cap·tanh(logits / cap); 0 = off
+    attention: str = "fused"  # fused (PyTorch's kernel) | written (the five lines in attention.py)
 
+    def ff_width(self) -> int:
+        """The MLP's hidden width. ff_dim = 0: 4·n_embd; for SwiGLU, which has three matrices instead
+        of two, 8/3·n_embd rounded up to a multiple of 8, which keeps the parameter count (Llama's choice)."""
+        if self.ff_dim:
+            return self.ff_dim
+        return -(-8 * self.n_embd // 3 // 8) * 8 if self.mlp == "swiglu" else 4 * self.n_embd
 
-class MLP(nn.Module):
-    """Position-wise feed-forward: widen 4×, GELU, project back."""
-
-    def __init__(self, cfg: GPTConfig):
-        super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
-
-
-class TransformerBlock(nn.Module):
-    """Pre-LayerNorm block: attention lets tokens talk, the MLP lets each token think."""
-
-    def __init__(self, cfg: GPTConfig):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.attn = MultiHeadAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.mlp = MLP(cfg)
-
-    def forward(self, x, kv_cache: KVCache | None = None):
-        x = x + self.attn(self.ln_1(x), kv_cache)
-        x = x + self.mlp(self.ln_2(x))
-        return x
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
 
 
 class GPT(nn.Module):
+    """A decoder-only transformer language model: `model(ids, targets)` -> (logits, loss)."""
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.config = cfg
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),  # token embedding
-                wpe=nn.Embedding(cfg.block_size, cfg.n_embd),  # learned position embedding
-                drop=nn.Dropout(cfg.dropout),
-                h=nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layer)),
-                ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
-            )
-        )
+        parts = dict(wte=nn.Embedding(cfg.vocab_size, cfg.n_embd))  # token embedding
+        if cfg.position == "learned":
+            parts["wpe"] = nn.Embedding(cfg.block_size, cfg.n_embd)  # learned position embedding
+        parts["drop"] = nn.Dropout(cfg.dropout)
+        parts["h"] = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layer))
+        if cfg.norm_position == "pre":  # pre-norm leaves the stream unnormalised: one last norm
+            parts["ln_f"] = Norm(cfg.n_embd, cfg.norm, cfg.bias)
+        self.transformer = nn.ModuleDict(parts)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        # Weight tying: the same matrix reads tokens in and scores tokens out.
-        self.lm_head.weight = self.transformer.wte.weight
+        if cfg.tie_embeddings:  # the same matrix reads tokens in and scores tokens out
+            self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
         # GPT-2: residual projections scaled by 1/sqrt(2·n_layer), because each block
         # adds two of them to the residual stream and its variance would grow with depth.
@@ -99,7 +110,14 @@ class GPT(nn.Module):
         """Parameter count; position embeddings are left out by default (as in nanoGPT),
         the token embedding stays because it is also the output layer."""
         n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+        if non_embedding and "wpe" in self.transformer:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def softcap(self, logits: torch.Tensor) -> torch.Tensor:
+        """cap·tanh(logits / cap) (Gemma 2): logits stay within ±cap, smoothly; off when cap = 0."""
+        cap = self.config.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap else logits
 
     def forward(self, idx, targets=None, kv_caches: list[KVCache] | None = None, reduction: str = "mean"):
         """idx: (B, T) token ids. Returns (logits, loss); loss is None without targets.
@@ -111,17 +129,20 @@ class GPT(nn.Module):
         start = kv_caches[0].pos if kv_caches else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens is longer than the context ({self.config.block_size})")
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.wte(idx)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
+        x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             if self.checkpoint_blocks is not None and i in self.checkpoint_blocks and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x, kv_caches[i] if kv_caches else None)
-        x = self.transformer.ln_f(x)
+        if "ln_f" in self.transformer:
+            x = self.transformer.ln_f(x)
+        logits = self.softcap(self.lm_head(x))
         if targets is None:
-            return self.lm_head(x), None
-        logits = self.lm_head(x)
+            return logits, None
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
         return logits, loss
 
@@ -129,6 +150,33 @@ class GPT(nn.Module):
         cfg = self.config
         p = self.lm_head.weight
         return [
-            KVCache(batch, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head, device or p.device, dtype or p.dtype)
+            KVCache(batch, cfg.kv_heads(), cfg.block_size, cfg.n_embd // cfg.n_head, device or p.device, dtype or p.dtype)
             for _ in range(cfg.n_layer)
         ]
+
+    # ---- the one-token path (model/decode.py): `forward` for T = 1 on plain tensors ----
+
+    def step_weights(self, dtype: torch.dtype) -> dict:
+        """Plain tensors for `step`, in `dtype`: the embeddings, the final norm and head, and per block."""
+        tr = self.transformer
+        w = {"wte": tr.wte.weight.detach().to(dtype), "lm_head": self.lm_head.weight.detach().to(dtype),
+             "h": [block.step_weights(dtype) for block in tr.h]}
+        if "wpe" in tr:
+            w["wpe"] = tr.wpe.weight.detach().to(dtype)
+        if "ln_f" in tr:
+            w["ln_f"] = plain_weights(tr.ln_f, dtype)
+        return w
+
+    def step(self, ids: torch.Tensor, caches: list[KVCache], w: dict) -> torch.Tensor:
+        """ids: (B, 1) newest tokens -> (B, V) logits = forward(ids, kv_caches=caches)[0][:, -1]."""
+        pos = caches[0].pos
+        if pos >= self.config.block_size:  # no position left (the caches would refuse too)
+            raise ValueError("KV cache is full: the sequence is longer than the model's context")
+        x = F.embedding(ids.view(-1), w["wte"])  # (B, C)
+        if "wpe" in w:
+            x = x + w["wpe"][pos]
+        for block, cache, wb in zip(self.transformer.h, caches, w["h"]):
+            x = block.step(x, cache, wb)
+        if "ln_f" in w:
+            x = self.transformer.ln_f.step(x, w["ln_f"])
+        return self.softcap(F.linear(x, w["lm_head"]))

@@ -62,7 +62,9 @@ def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     for k, v in model.state_dict().items():
         k = k.replace("_orig_mod.", "").replace("module.", "")
         sd[k] = v.detach().contiguous()
-    sd.pop("lm_head.weight", None)  # tied to transformer.wte.weight
+    head, wte = sd.get("lm_head.weight"), sd.get("transformer.wte.weight")
+    if head is not None and wte is not None and head.data_ptr() == wte.data_ptr():
+        del sd["lm_head.weight"]  # tied to transformer.wte.weight (model.tie_embeddings): stored once
     return sd
 
 

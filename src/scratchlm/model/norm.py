@@ -1,0 +1,43 @@
+"""Normalisation: LayerNorm (GPT-2) or RMSNorm (Llama), chosen by `model.norm`.
+
+A norm rescales each position's vector so the next layer sees inputs of a steady size:
+
+    layernorm  y = (x - mean(x)) / sqrt(var(x) + eps) · weight + bias
+    rmsnorm    y = x / sqrt(mean(x²) + eps) · weight                 (no centring, no bias)
+
+RMSNorm drops the mean and the bias: one reduction instead of two, the same quality in
+practice. Both use eps = 1e-5 (`NORM_EPS`; Hugging Face export writes it as
+`layer_norm_epsilon` / `rms_norm_eps`). Parameter names are nn.LayerNorm's (`weight`,
+`bias`), so checkpoints from before this option existed load unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NORM_EPS = 1e-5
+NORMS = ("layernorm", "rmsnorm")
+
+
+class Norm(nn.Module):
+    """LayerNorm or RMSNorm over the last dimension, with a learned gain (and a bias for LayerNorm with bias=True)."""
+
+    def __init__(self, dim: int, kind: str = "layernorm", bias: bool = True):
+        super().__init__()
+        self.kind, self.shape = kind, (dim,)
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias and kind == "layernorm" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x, self.weight, self.bias)
+
+    def fn(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The norm on given tensors: `forward` passes its parameters, the one-token decoder its own copies."""
+        if self.kind == "rmsnorm":
+            return F.rms_norm(x, self.shape, weight, NORM_EPS)
+        return F.layer_norm(x, self.shape, weight, bias, NORM_EPS)
+
+    def step(self, x: torch.Tensor, w: dict) -> torch.Tensor:
+        return self.fn(x, w["weight"], w.get("bias"))
