@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import regex
 from hypothesis import HealthCheck, given, settings
@@ -17,12 +18,14 @@ from hypothesis import strategies as st
 
 import scratchlm.tokenizer.bpe as bpe_module
 import scratchlm.tokenizer.bpe_train as bpe_train
+import scratchlm.tokenizer.fast as fast_module
 import scratchlm.tokenizer.regex_patterns as regex_patterns
 from scratchlm.errors import ScratchLMError
 from scratchlm.tokenizer import load_tokenizer, save_tokenizer, tokenizer_hash
 from scratchlm.tokenizer.batch_merge import BatchMerger
 from scratchlm.tokenizer.bpe import BPETokenizer, DisallowedSpecialTokenError, StreamDecoder
 from scratchlm.tokenizer.bpe_train import count_chunks, learn_merges
+from scratchlm.tokenizer.fast import FastEncoder
 from scratchlm.tokenizer.naive import train_naive
 from scratchlm.tokenizer.regex_patterns import ASCII_PATTERNS, GPT2_PATTERN, GPT4_PATTERN, Splitter, split_for_workers
 
@@ -190,8 +193,8 @@ def test_parallel_counting_equals_serial(monkeypatch):
         serial = count_chunks(text, pattern, workers=1)
         assert count_chunks(text, pattern, workers=2) == serial
     docs = [MIXED[i:] for i in range(0, 400, 7)] * 40
-    orig = bpe_train._batches
-    monkeypatch.setattr(bpe_train, "_batches", lambda d, n: orig(d, 2000))  # many small batches
+    orig = bpe_train.in_batches
+    monkeypatch.setattr(bpe_train, "in_batches", lambda d, n: orig(d, 2000))  # many small batches
     assert count_chunks(docs, GPT4_PATTERN, workers=2) == count_chunks(docs, GPT4_PATTERN, workers=1)
 
 
@@ -202,10 +205,10 @@ def test_parallel_training_equals_serial(monkeypatch):
     docs = [MIXED[i:] for i in range(0, 400, 7)] * 20
     serial = [BPETokenizer.train(d, vocab_size=500, workers=1).merges for d in (text, docs)]
     pools = []
-    orig_pool, orig_batches = bpe_train._pool_context, bpe_train._batches
-    monkeypatch.setattr(bpe_train, "_pool_context", lambda: pools.append(1) or orig_pool())
+    orig_pool, orig_batches = bpe_train.pool_context, bpe_train.in_batches
+    monkeypatch.setattr(bpe_train, "pool_context", lambda: pools.append(1) or orig_pool())
     monkeypatch.setattr(bpe_train, "PARALLEL_MIN_CHARS", 1000)
-    monkeypatch.setattr(bpe_train, "_batches", lambda d, n: orig_batches(d, 5000))
+    monkeypatch.setattr(bpe_train, "in_batches", lambda d, n: orig_batches(d, 5000))
     parallel = [BPETokenizer.train(d, vocab_size=500, workers=2).merges for d in (text, docs)]
     assert len(pools) == 2
     assert parallel == serial and len(serial[0]) > 100
@@ -275,11 +278,11 @@ def test_round_trip_long_runs(tok, unit, n):
 def test_very_long_run_is_not_quadratic(tok, monkeypatch):
     import time
 
-    # Spy on the heap path: it must take every chunk longer than LONG_CHUNK bytes, and
-    # only those.
+    # Spy on the long-chunk path: it must take every chunk longer than LONG_CHUNK bytes,
+    # and only those.
     seen = []
-    heap_path = BPETokenizer._encode_long
-    monkeypatch.setattr(BPETokenizer, "_encode_long", lambda self, w: seen.append(len(w)) or heap_path(self, w))
+    long_path = FastEncoder.merge_long
+    monkeypatch.setattr(FastEncoder, "merge_long", lambda self, b: seen.append(len(b)) or long_path(self, b))
     for unit in (" ", "a", "=", "\n", "🤖"):
         text = unit * (100_000 // len(unit.encode()))  # 100 kB
         seen.clear()
@@ -287,16 +290,15 @@ def test_very_long_run_is_not_quadratic(tok, monkeypatch):
         ids = tok.encode(text)
         assert time.perf_counter() - t0 < 5.0
         assert tok.decode(ids) == text
-        assert seen and all(n > bpe_module.LONG_CHUNK for n in seen)
+        assert seen and all(n > fast_module.LONG_CHUNK for n in seen)
         assert len(ids) < len(text.encode()) or unit in "a="  # spaces, newlines and emoji have merges in CORPUS
     seen.clear()
     tok.encode(MIXED, disallowed_special=())
-    assert seen == []  # ordinary text: short chunks, the simple loop
-    # On a long run, the heap path gives what the simple loop gives.
-    monkeypatch.setattr(bpe_module, "LONG_CHUNK", 10**9)
+    assert seen == []  # ordinary text: short chunks
+    # On a long run, the long path (rounds, then heap) gives what the readable loop gives.
     for unit in (" ", "\n", "🤖", " \n"):
-        w = (unit * 5000).encode().decode("latin-1")
-        assert tok._encode_chunk(unit * 5000) == heap_path(tok, w)
+        data = (unit * 5000).encode()
+        assert tok._fast.merge_long(data) == tok.encode_chunk(data)
 
 
 HEAP_ALPHABET = "aabbc  \n\té🤖"
@@ -315,32 +317,28 @@ def heap_tok() -> BPETokenizer:
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet=st.sampled_from(HEAP_ALPHABET), min_size=1, max_size=600))
-def test_heap_path_equals_simple_path(heap_tok, chunk):
-    tok = heap_tok
-    w = chunk.encode().decode("latin-1")
-    old = bpe_module.LONG_CHUNK
-    try:
-        bpe_module.LONG_CHUNK = 10**9
-        simple = tok._encode_chunk(chunk)
-    finally:
-        bpe_module.LONG_CHUNK = old
-    assert tok._encode_long(w) == simple
+def test_fast_chunk_paths_equal_the_readable_loop(heap_tok, chunk):
+    data = chunk.encode()
+    want = heap_tok.encode_chunk(data)
+    fast = heap_tok._fast
+    assert fast.merge_short(list(data)) == want
+    assert fast.merge_heap(list(data)) == want
+    rounds = fast.batch.merge_rounds(np.frombuffer(data, dtype=np.uint8).astype(np.int64), 0.0)
+    assert fast.merge_heap(rounds.tolist()) == want  # rounds stop anywhere: the heap finishes
+    if len(data) > 1:
+        assert rounds.tolist() == want  # with no minimum share, rounds alone finish the chunk
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([" ", "\n", "a", "ab", "🤖", "aab", " \n"]), st.integers(2000, 20000))
+def test_long_runs_take_rounds_then_heap_with_the_readable_ids(heap_tok, unit, n):
+    data = (unit * n).encode()[:n]
+    assert heap_tok._fast.merge_long(data) == heap_tok.encode_chunk(data)
 
 
 def _loop_only(tok: BPETokenizer):
-    """chunk -> ids by the simple merge loop alone: no whole-token shortcut, no heap."""
-    slow = BPETokenizer.from_dict(tok.to_dict())
-    slow._whole = {}
-
-    def encode(chunk: str) -> list[int]:
-        old = bpe_module.LONG_CHUNK
-        try:
-            bpe_module.LONG_CHUNK = 10**9
-            return slow._encode_chunk(chunk)
-        finally:
-            bpe_module.LONG_CHUNK = old
-
-    return encode
+    """chunk (str) -> ids by the readable loop alone."""
+    return lambda chunk: tok.encode_chunk(chunk.encode("utf-8", "surrogateescape"))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -354,35 +352,49 @@ def test_batch_merges_equal_the_simple_loop(heap_tok, chunks):
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_batch_merges_equal_the_loop_on_hand_made_merges(data):
-    # Any merge list, even ones no trainer learns: repeated pairs, two ways to the same
-    # bytes, merges of tokens that never meet. Chunks over the 3 bytes the merges use.
+    # Any merge list, even ones no trainer learns: two ways to the same bytes, merges of
+    # tokens that never meet. Chunks over the 3 bytes the merges use.
     merges = []
-    for i in range(data.draw(st.integers(0, 25))):
-        ids = st.sampled_from([97, 98, 99] + list(range(256, 256 + i)))
-        merges.append((data.draw(ids), data.draw(ids)))
+    for _ in range(data.draw(st.integers(0, 25))):
+        ids = st.sampled_from([97, 98, 99] + list(range(256, 256 + len(merges))))
+        pair = (data.draw(ids), data.draw(ids))
+        if pair not in merges:
+            merges.append(pair)
     tok = BPETokenizer(merges, special_tokens=())
     chunks = data.draw(st.lists(st.text(alphabet="abc", min_size=1, max_size=30), min_size=1, max_size=20))
     merger = BatchMerger(tok.merges)
     assert merger.encode([c.encode() for c in chunks]) == list(map(_loop_only(tok), chunks))
+    fast = tok._fast
+    assert [fast.merge_short(list(c.encode())) for c in chunks] == list(map(_loop_only(tok), chunks))
+    assert [fast.merge_heap(list(c.encode())) for c in chunks] == list(map(_loop_only(tok), chunks))
 
 
 def test_large_batches_take_the_batch_path_with_the_same_ids(tok, monkeypatch):
-    # whole-token chunks, long chunks (heap), ordinary ones and lone surrogates in one batch
+    # whole-token chunks, long chunks, ordinary ones and surrogate escapes (raw bytes) in one batch
     texts = [MIXED, "x" * 300 + " " + MIXED[::-1], "\udce9\udc80 caf\udce9 " * 3, "a" * 129]
     loop = _loop_only(tok)
-    want = [[i for c in tok._split(t) for i in loop(c)] for t in texts]
+    want = [[i for c in tok._fast.split(t) for i in loop(c)] for t in texts]
     calls = []
     original = BatchMerger.encode
     monkeypatch.setattr(BatchMerger, "encode", lambda self, raw: calls.append(len(raw)) or original(self, raw))
-    monkeypatch.setattr(bpe_module, "BATCH_MIN", 1)
+    monkeypatch.setattr(fast_module, "BATCH_MIN", 1)
     fresh = BPETokenizer.from_dict(tok.to_dict())
-    assert fresh.encode_ordinary_batch(texts) == want
+    assert fresh._fast.encode_texts(texts) == want
     assert calls and len(calls) == 1  # all new chunks of all texts in one batch
-    assert fresh.encode_ordinary_batch(texts) == want  # and from the cache
-    monkeypatch.setattr(bpe_module, "BATCH_CHARS", 50)  # one text per group
-    assert BPETokenizer.from_dict(tok.to_dict()).encode_ordinary_batch(iter(texts)) == want
-    assert len(calls) == 1 + len(texts)
-    assert not any(len(c) > bpe_module.LONG_CHUNK for c in fresh._cache)
+    assert fresh._fast.encode_texts(texts) == want  # and from the cache
+    monkeypatch.setattr(fast_module, "GROUP_CHARS", 50)  # one text per group
+    assert BPETokenizer.from_dict(tok.to_dict())._fast.encode_texts(iter(texts)) == want
+    assert len(calls) == 1 + 3  # the last text is one long chunk: no batch
+    assert not any(len(c) > fast_module.LONG_CHUNK for c in fresh._fast.cache)
+    monkeypatch.setattr(fast_module, "BATCH_BYTES", 40)  # many small NumPy batches: same ids
+    calls.clear()
+    assert BPETokenizer.from_dict(tok.to_dict())._fast.encode_texts(texts) == want
+    assert len(calls) > 10
+
+
+def test_encode_simple_is_the_definition(tok):
+    text = MIXED + "x" * 300 + "🤖" * 100
+    assert tok.encode_ordinary(text) == tok.encode_simple(text)
 
 
 def test_encoding_reproduces_the_training_segmentation():
@@ -402,26 +414,22 @@ def test_encoding_reproduces_the_training_segmentation():
 @pytest.mark.parametrize("corpus", range(len(SMALL_CORPORA)))
 def test_every_learned_token_encodes_to_itself(corpus):
     # Why the encoder may map a chunk that is one token's bytes straight to that token:
-    # the merge loop alone (shortcut off) rebuilds every learned token from its bytes.
+    # the readable loop rebuilds every learned token from its bytes.
     t = BPETokenizer.train(SMALL_CORPORA[corpus] * 3 + MIXED, vocab_size=256 + 200, special_tokens=())
-    t._whole = {}
     for i in range(256, t.vocab_size):
-        piece = t.token_bytes(i).decode("latin-1")
-        assert t._encode_chunk(piece.encode("latin-1").decode("utf-8", "surrogateescape")) == [i], i
+        assert t.encode_chunk(t.token_bytes(i)) == [i], i
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet=st.sampled_from("aab c\n\t🤖é"), max_size=200))
 def test_whole_token_shortcut_changes_no_ids(tok, text):
-    slow = BPETokenizer.from_dict(tok.to_dict())
-    slow._whole = {}
-    assert tok.encode(text + MIXED[:80]) == slow.encode(text + MIXED[:80])
+    assert tok.encode(text + MIXED[:80]) == tok.encode_simple(text + MIXED[:80])
 
 
 def test_bytes_shared_by_two_tokens_are_left_to_the_merge_loop():
     # "abc" as (ab, c) and as (a, bc): a hand-made merge list our trainer never learns
     t = BPETokenizer(merges=[(97, 98), (98, 99), (256, 99), (97, 257)])
-    assert "abc" not in t._whole and t._whole["ab"] == 256
+    assert "abc" not in t._fast.whole and t._fast.whole["ab"] == 256
     assert t.encode("abc") == [258]  # (a, b) ranks first, then (ab, c)
 
 
@@ -445,13 +453,13 @@ def test_tokenizer_pickles_for_worker_processes(tok):
     assert copy.encode(MIXED, disallowed_special=()) == tok.encode(MIXED, disallowed_special=())
 
 
-def test_cache_is_cleared_at_its_limit(tok, monkeypatch):
-    monkeypatch.setattr(bpe_module, "CACHE_LIMIT", 2)
+def test_cache_starts_over_at_its_limit(tok, monkeypatch):
+    monkeypatch.setattr(fast_module, "CACHE_LIMIT", 2)
     fresh = BPETokenizer.from_dict(tok.to_dict())
     assert fresh.encode(MIXED, disallowed_special=()) == tok.encode(MIXED, disallowed_special=())
-    assert len(fresh._cache) > 2  # one call may overfill it; the next call with a new chunk clears it
+    assert len(fresh._fast.cache) > 2  # one call may overfill it; the next call with a new chunk starts over
     assert fresh.encode("zqzq") == tok.encode("zqzq")
-    assert list(fresh._cache) == ["zqzq"]
+    assert list(fresh._fast.cache) == ["zqzq"]
     assert fresh.encode(MIXED) == tok.encode(MIXED)  # and results never change
 
 
@@ -612,7 +620,11 @@ def test_corrupt_file_is_a_clear_error(tok, tmp_path):
 
 
 def test_cli_train_encode_decode_show(tmp_path, capsys):
-    from scratchlm.tokenizer.cli import main, render_tokens
+    from scratchlm.cli import main as scratchlm_main
+    from scratchlm.cli.tokenizer import render_tokens
+
+    def main(argv):
+        return scratchlm_main(["tokenizer", *argv])
 
     data = tmp_path / "corpus.txt"
     data.write_bytes(CORPUS.encode("utf-8"))

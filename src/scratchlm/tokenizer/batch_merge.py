@@ -18,6 +18,10 @@ gone. Overlaps only happen for a pair (a, a) in a run "a a a ...": left to right
 merges the 1st and 2nd, then the 3rd and 4th, and so on, which is what the loop
 does. Chunks with no pair left drop out, so the rounds get cheaper as they go.
 
+The same rounds also start the work on one very long chunk (a megabyte of spaces or
+of "ab"): there a round merges thousands of positions at once (`merge_rounds`), and
+once rounds stop paying off, the heap in fast.py finishes the chunk.
+
 tests/test_tokenizer_bpe.py checks it against the simple loop on random merges and text.
 """
 
@@ -96,6 +100,39 @@ class BatchMerger:
         flat = tok[order].tolist()
         ends = np.cumsum(np.bincount(owner, minlength=len(chunks))).tolist()
         return [flat[a:b] for a, b in zip([0] + ends[:-1], ends)]
+
+    def merge_rounds(self, tok: np.ndarray, min_share: float) -> np.ndarray:
+        """Rounds on ONE chunk (token ids as int64) while each merges at least `min_share`
+        of its tokens; returns the tokens reached, a state the simple loop also passes
+        through, so any exact merger can finish from there.
+
+        A round costs a pass over the whole chunk, a heap merge a few microseconds: a
+        round that merges few positions is cheaper done by the heap.
+        """
+        last = np.zeros(len(tok), dtype=bool)
+        last[-1:] = True
+        rank = self._ranks_at(tok, last, np.arange(len(tok)))
+        while len(tok) > 1:
+            best = rank.min()
+            if best == NO_MERGE:
+                break
+            hit = rank == best
+            if (hit[1:] & hit[:-1]).any():  # a run "a a a ...": keep the 1st, 3rd, 5th... hit
+                idx = np.arange(len(tok))
+                run_start = np.maximum.accumulate(np.where(hit & ~np.concatenate(([False], hit[:-1])), idx, 0))
+                hit &= (idx - run_start) % 2 == 0
+            at = np.flatnonzero(hit)
+            if len(at) < min_share * len(tok):
+                break
+            tok[at] = 256 + best
+            keep = np.ones(len(tok), dtype=bool)
+            keep[at + 1] = False
+            tok, last, rank = tok[keep], last[keep], rank[keep]
+            last[-1] = True
+            at -= np.arange(len(at))
+            changed = np.concatenate((at, at[at > 0] - 1))
+            rank[changed] = self._ranks_at(tok, last, changed)
+        return tok
 
     def _ranks_at(self, tok: np.ndarray, last: np.ndarray, at: np.ndarray) -> np.ndarray:
         """Rank of the pair starting at each position in `at` (NO_MERGE at a chunk's end)."""

@@ -74,16 +74,10 @@ for _pos, _b in enumerate(sorted(range(256), key=lambda b: _B2U[b])):
 
 
 def chunk_bytes(chunk: str) -> bytes:
-    """The UTF-8 bytes of a chunk. Lone surrogates (from `bytes.decode(..., "surrogateescape")`,
-    which is how `encode_bytes` smuggles invalid UTF-8 through the regex) turn back into
-    the raw bytes they stand for; any other lone surrogate is written as-is."""
-    try:
-        return chunk.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            return chunk.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            return chunk.encode("utf-8", "surrogatepass")
+    """The UTF-8 bytes of a chunk. Surrogate escapes (from `bytes.decode(..., "surrogateescape")`,
+    which is how `encode_bytes` carries invalid UTF-8 through the regex) turn back into
+    the raw bytes they stand for. Other lone surrogates are refused before this point."""
+    return chunk.encode("utf-8", "surrogateescape")
 
 
 def tie_key(a: int, b: int) -> tuple[int, int]:
@@ -104,7 +98,7 @@ def _count_piece(args) -> Counter:
     return counts
 
 
-def _batches(docs: Iterable[str], target_chars: int):
+def in_batches(docs: Iterable[str], target_chars: int):
     batch, size = [], 0
     for d in docs:
         batch.append(d)
@@ -125,7 +119,8 @@ def default_workers() -> int:
 
 
 def count_chunks(
-    data: str | Iterable[str], pattern: str, workers: int | None = None, on_doc: Callable | None = None, progress: bool = False
+    data: str | Iterable[str], pattern: str, workers: int | None = None, on_doc: Callable | None = None,
+    progress: bool = False,
 ) -> Counter:
     """Split the corpus with `pattern` and count how often each distinct chunk occurs.
 
@@ -148,7 +143,7 @@ def count_chunks(
         docs = (on_doc(d) or d for d in data) if on_doc else iter(data)
         if workers == 1:
             return _count_piece((pattern, docs))
-        jobs = ((pattern, batch) for batch in _batches(docs, 1_000_000))
+        jobs = ((pattern, batch) for batch in in_batches(docs, 1_000_000))
         first = next(jobs, None)
         if first is None:
             return Counter()
@@ -158,7 +153,7 @@ def count_chunks(
         jobs = _chain(first, second, jobs)
     total: Counter = Counter()
     bar = _progress_bar(progress, len(jobs) if isinstance(jobs, list) else None, "bpe counting", "part")
-    with _pool_context().Pool(workers) as pool:
+    with pool_context().Pool(workers) as pool:
         for counts in pool.imap_unordered(_count_piece, jobs):
             total.update(counts)  # addition commutes: arrival order does not matter
             bar.update(1)
@@ -168,12 +163,13 @@ def count_chunks(
 
 def _progress_bar(on: bool, total: int | None, desc: str, unit: str):
     """A tqdm bar on stderr (a silent no-op bar when progress is off)."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # deferred: only training with a progress bar needs it
 
     return tqdm(total=total, desc=desc, unit=unit, disable=not on)
 
 
-def _pool_context():
+def pool_context():
+    """Processes for workers (see the comment below for why "fork")."""
     # "fork" where the OS has it: workers start in milliseconds and, unlike "spawn",
     # do not re-import the caller's script (a script without an `if __name__ ==
     # "__main__"` guard would otherwise start training again in every worker). The
