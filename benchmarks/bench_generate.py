@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from scratchlm.generate import generate_tokens
+from scratchlm.inference.generate import generate_tokens
 from scratchlm.model import GPT, GPTConfig
 
 SHAPES = {"small": (4, 4, 128), "shakespeare": (6, 6, 384)}

@@ -182,9 +182,9 @@ def memory_child(name: str, shape_name: str) -> int:
     x, y = batch(shape)
     step(x, y)
     step(x, y)
-    from scratchlm.train.memory import _rss_peak  # VmHWM: ru_maxrss would carry the parent's peak
+    from scratchlm.train.memory import rss_peak  # VmHWM: ru_maxrss would carry the parent's peak
 
-    return _rss_peak() - idle
+    return rss_peak() - idle
 
 
 def run_shape(shape_name, contenders, steps, rounds, memory):

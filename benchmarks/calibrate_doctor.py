@@ -34,7 +34,7 @@ from pathlib import Path
 
 from scratchlm.config import build_config
 from scratchlm.doctor.live import attach
-from scratchlm.doctor.records import load_run
+from scratchlm.doctor.records import read_records
 from scratchlm.errors import ScratchLMError
 from scratchlm.train import run_training
 
@@ -49,7 +49,7 @@ def train(cfg, out: Path) -> str:
 
 
 def stats(run_dir: Path, warmup: int, window: int) -> dict:
-    run = load_run(run_dir)
+    run = read_records(run_dir)
     steps, probes = run["steps"], run["probes"]
     vocab = run["config"]["model"]["vocab_size"]
     losses = [s["loss"] for s in steps]

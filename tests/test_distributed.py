@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from scratchlm.config import build_config
-from scratchlm.sample import load_model
+from scratchlm.inference import load_run
 from scratchlm.train import run_training
 from scratchlm.train.loop import Trainer
 from scratchlm.train.runtime import Runtime
@@ -59,7 +59,7 @@ def single(tmp_path_factory):
     from conftest import SMALL_TEXT
 
     corpus.write_text(SMALL_TEXT)
-    run_training(build_config("tiny", overrides=overrides(corpus)), tmp / "run", overwrite=True, quiet=True, sample=False)
+    run_training(build_config("tiny", overrides=overrides(corpus)), tmp / "run", overwrite=True)
     return corpus, losses(tmp / "run"), tmp / "run"
 
 
@@ -79,8 +79,8 @@ def test_fsdp_two_processes_match_one_and_load_in_one(tmp_path, single):
     train, val = losses(out)
     assert train == pytest.approx(ref_train, abs=1e-5)
     assert val == pytest.approx(ref_val, abs=1e-5)
-    model, *_ = load_model(out)  # a single process, no FSDP, reads the gathered checkpoint
-    ref, *_ = load_model(ref_dir)
+    model = load_run(out).model  # a single process, no FSDP, reads the gathered checkpoint
+    ref = load_run(ref_dir).model
     for (name, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
 
@@ -102,8 +102,8 @@ def test_ddp_syncs_gradients_on_the_last_micro_step_only(tmp_path):
                 return "x" * len(ids)
 
         rt = Runtime(torch.device("cpu"), "test", "fp32", "test", rank=0, world=2)  # 2 ranks × 4 micro-steps
-        trainer = Trainer(cfg, tmp_path, Tok(), "test", data, rt, quiet=True)
-        assert trainer.accum == 4
+        trainer = Trainer(cfg, tmp_path, Tok(), "test", data, rt)
+        assert trainer.accum_steps == 4
         micro, synced = {"now": None}, []
         get = trainer.train_batches.get
         trainer.train_batches.get = lambda step, m, batch: (micro.update(now=m), get(step, m, batch))[1]
@@ -115,6 +115,6 @@ def test_ddp_syncs_gradients_on_the_last_micro_step_only(tmp_path):
         trainer.model.register_comm_hook(None, hook)
         for _ in range(2):
             trainer.train_step()
-        assert synced and set(synced) == {trainer.accum - 1}  # micro-steps 0..2 ran under no_sync
+        assert synced and set(synced) == {trainer.accum_steps - 1}  # micro-steps 0..2 ran under no_sync
     finally:
         dist.destroy_process_group()

@@ -11,8 +11,12 @@ import pytest
 
 from scratchlm.config import build_config, to_dict
 from scratchlm.doctor import live
-from scratchlm.doctor.cli import diagnose
-from scratchlm.doctor.cli import main as doctor_main
+from scratchlm.doctor.diagnose import diagnose
+from scratchlm.cli import main
+
+
+def doctor_main(argv):
+    return main(["doctor", *argv])
 from scratchlm.doctor.detectors import Doctor, RunInfo, repetition_stats
 from scratchlm.doctor.records import drop_rewound, read_jsonl
 from scratchlm.errors import ScratchLMError

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from scratchlm.cli import main
 from scratchlm.config import build_config
-from scratchlm.sample import load_model
+from scratchlm.inference import load_run
 from scratchlm.train.loop import Trainer
 from scratchlm.train.runtime import Runtime
 
@@ -48,7 +48,8 @@ def test_tiny_run_writes_a_run_folder_and_samples(tmp_path, small_corpus, capsys
     bad = subprocess.run(cmd + ["--dtype", "int3"], capture_output=True, text=True)
     assert bad.returncode != 0 and "int3" in bad.stderr
 
-    model, tok, _ = load_model(run / "checkpoints" / "final")
+    loaded = load_run(run / "checkpoints" / "final")
+    model, tok = loaded.model, loaded.tokenizer
     assert model.config.n_layer == 4
 
 
@@ -95,12 +96,12 @@ def test_bits_per_byte_is_loss_over_ln2_times_tokens_per_byte(tmp_path):
                                           "model.n_embd=32", "model.n_head=2", "model.block_size=16", "train.eval_tokens=512"])
     rng = np.random.default_rng(0)
     data = {s: rng.integers(0, V, n).astype(np.uint16) for s, n in (("train", 2000), ("val", 1000))}
-    trainer = Trainer(cfg, tmp_path, ByteLenTok(), "test", data, Runtime(torch.device("cpu"), "test", "fp32", "test"), quiet=True)
+    trainer = Trainer(cfg, tmp_path, ByteLenTok(), "test", data, Runtime(torch.device("cpu"), "test", "fp32", "test"))
     ev = trainer.evaluate()
     # the same windows, by hand: nats per token, and the bytes the target tokens stand for
     nats = tokens = nbytes = 0
     with torch.no_grad():
-        for x, y in trainer.val_batches.eval_windows(cfg.train.eval_tokens, trainer.micro):
+        for x, y in trainer.val_batches.eval_windows(cfg.train.eval_tokens, trainer.micro_batch_size):
             logits, _ = trainer.raw_model(x, y)
             nats += F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), reduction="sum").item()
             tokens += y.numel()

@@ -4,6 +4,7 @@ measured table end to end."""
 import pytest
 import torch
 
+from scratchlm.cli import main as scratchlm_main
 from scratchlm.config import build_config
 from scratchlm.model import GPT
 from scratchlm.train import memory
@@ -78,20 +79,20 @@ def test_measure_variant_in_a_fresh_process():
     """As `scratchlm memory` runs it: in this process the allocator would reuse memory
     freed by earlier tests, and the resident set would hardly grow."""
     cfg = build_config("tiny", overrides=SMALL + ["train.dtype=fp32", "train.device=cpu"])
-    r = memory._measure_in_subprocess(cfg, steps=1)
+    r = memory.measure_in_subprocess(cfg, steps=1)
     # at least the fp32 weights (plus gradients, AdamW moments and activations) above the idle process
     assert r["tokens_per_s"] > 0 and r["peak_bytes"] > memory.estimate(cfg)["weights"] and (r["micro"], r["accum"]) == (4, 1)
 
 
 def test_no_measure_cli(capsys):
-    assert memory.main(["tiny", "--no-measure", "--model.n_layer", "2", "--data.tokenizer=char"]) == 0
+    assert scratchlm_main(["memory", "tiny", "--no-measure", "--model.n_layer", "2", "--data.tokenizer=char"]) == 0
     out = capsys.readouterr().out
     assert "AdamW moments" in out and "KV cache" in out and "measured" not in out
 
 
 @pytest.mark.slow
 def test_full_table(capsys):
-    assert memory.main(["tiny", "--steps", "1", *[f"--{o}" for o in SMALL]]) == 0
+    assert scratchlm_main(["memory", "tiny", "--steps", "1", *[f"--{o}" for o in SMALL]]) == 0
     out = capsys.readouterr().out
     for label in ("fp32", "act. ckpt", "accum"):
         assert label in out

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from scratchlm.generate import generate_tokens
+from scratchlm.inference.generate import generate_tokens
 from scratchlm.model import GPT, GPTConfig
 
 CFG = GPTConfig(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=32)

@@ -3,9 +3,9 @@
 import torch
 
 from scratchlm.config import SampleConfig
-from scratchlm.generate import filter_logits
+from scratchlm.inference.generate import filter_logits
 from scratchlm.model import GPT, GPTConfig
-from scratchlm.sample import encode_prompt, sample_text
+from scratchlm.inference import encode_prompt, sample_text
 from scratchlm.tokenizer import CharTokenizer
 
 

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from scratchlm.model import GPT, GPTConfig
-from scratchlm.sweep import grid_rates, lr_range_test, main
+from scratchlm.cli import main as scratchlm_main
+from scratchlm.sweep import grid_rates, lr_range_test
+
+
+def main(argv):
+    return scratchlm_main(["sweep", *argv])
 
 SMALL = ["--data.tokenizer", "char", "--model.n_layer", "2", "--model.n_head", "2", "--model.n_embd", "32",
          "--model.block_size", "32", "--train.batch_size", "8", "--train.eval_tokens", "1024"]

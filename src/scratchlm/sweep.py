@@ -21,17 +21,20 @@ Writes to --out: lr_range.json/png, grid.json/png, and one run folder per grid r
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from .config import build_config, to_dict
 from .errors import ScratchLMError
+from .train import run_training
+from .train.loop import Trainer
+from .train.optim import make_optimizer
+from .train.prepare import prepare
+from .train.runtime import set_threads, setup_runtime, teardown
 
 
 # ---- the range test ------------------------------------------------------------------
@@ -41,8 +44,6 @@ def lr_range_test(model, get_batch, *, steps: int = 100, min_lr: float = 1e-6, m
     """Exponential learning-rate ramp on a deep copy of `model`; `get_batch(i)` returns (x, y).
 
     Returns lrs, raw and smoothed losses, why it stopped, and the suggested learning rate."""
-    from .train.optim import make_optimizer
-
     trial = copy.deepcopy(model)  # the caller's model keeps its weights
     trial.train()
     opt, _ = make_optimizer(trial, min_lr, weight_decay, betas, device_type)
@@ -109,9 +110,6 @@ def run_grid(cfg, rates: list[float], steps: int, out: Path, say=print) -> list[
     """Train one short run per learning rate with the normal loop; same seed and data for all.
     A rate that diverges (the guard gives up, or the losses end non-finite) is a result, not
     an error: its row gets val_loss NaN and diverged True, and the sweep goes on."""
-    from .config import build_config, to_dict
-    from .train import run_training
-
     rows = []
     for lr in rates:
         c = build_config(base=to_dict(cfg), overrides={"train.lr": lr, "train.max_steps": steps, "train.max_time": 0.0,
@@ -192,101 +190,29 @@ def plot_grid(rows: list[dict], suggested: float, path: Path) -> bool:
     return True
 
 
-# ---- the command ---------------------------------------------------------------------
-def _parser():
-    p = argparse.ArgumentParser(prog="scratchlm sweep", description="Learning-rate range test and grid sweep. "
-                                "Any config key can be set as --SECTION.KEY VALUE.")
-    p.add_argument("what", choices=["lr"], help="what to sweep (the learning rate)")
-    p.add_argument("--preset", help="a preset from configs/ (default: 'default')")
-    p.add_argument("--config", help="a TOML config file")
-    p.add_argument("--data", help="text file, folder or glob (default: the built-in Shakespeare plays)")
-    p.add_argument("--out", help="folder for the results (default: runs/sweep-<preset>-<time>)")
-    p.add_argument("--steps", type=int, default=100, help="range-test steps (default 100)")
-    p.add_argument("--min-lr", type=float, default=1e-6)
-    p.add_argument("--max-lr", type=float, default=1.0)
-    p.add_argument("--grid-steps", type=int, default=200, help="training steps per grid rate (default 200; 0 = no grid)")
-    p.add_argument("--grid", help="comma-separated learning rates instead of the automatic grid")
-    p.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    from .cli import _split_overrides
-    from .config import build_config, to_dict
-
-    parser = _parser()
-    args, rest = parser.parse_known_args(argv)
-    try:
-        return _run(args, _split_overrides(rest, parser), build_config, to_dict)
-    except ScratchLMError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-def _run(args, overrides, build_config, to_dict) -> int:
-    from .train.loop import Trainer
-    from .train.prepare import prepare
-    from .train.runtime import set_threads, setup_runtime, teardown
-
-    if args.data is not None:
-        overrides.append(f"data.path={args.data}")
-    preset = args.preset or (None if args.config else "default")
-    cfg = build_config(preset, args.config, overrides)
-    if not 0 < args.min_lr < args.max_lr:
-        raise ScratchLMError(f"need 0 < --min-lr < --max-lr (got {args.min_lr:g}, {args.max_lr:g})")
-    if args.steps < 5:
+# ---- the range test on a configuration ---------------------------------------------------
+def range_test_for_config(cfg, out: Path, steps: int = 100, min_lr: float = 1e-6, max_lr: float = 1.0,
+                          say=lambda *a: None) -> tuple[dict, object]:
+    """Prepare the data and a freshly initialised model for `cfg` (in out/range_test) and run the
+    range test on a copy of it. Returns (result, the prepared run's resolved config)."""
+    if not 0 < min_lr < max_lr:
+        raise ScratchLMError(f"need 0 < --min-lr < --max-lr (got {min_lr:g}, {max_lr:g})")
+    if steps < 5:
         raise ScratchLMError("--steps must be at least 5")
-    out = Path(args.out or f"runs/sweep-{preset or Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise ScratchLMError(f"{out} is not empty; use --overwrite or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-
-    # 1. range test, on a copy of a freshly initialised model
     rt = setup_runtime(cfg.train)
     try:
         set_threads(cfg.train.threads)
-        p = prepare(cfg, out / "range_test", overwrite=True, say=print)
+        p = prepare(cfg, out / "range_test", overwrite=True, say=say)
         trainer = Trainer(p.cfg, p.run_dir, p.tok, p.tok_hash, p.data, rt, quiet=True)
         model, tc = trainer.raw_model, p.cfg.train
         before = {k: v.clone() for k, v in model.state_dict().items()}
         micro = tc.micro_batch_size or tc.batch_size
-        print(f"range test: lr {args.min_lr:.0e} → {args.max_lr:.0e} over {args.steps} steps "
-              f"({micro} sequences × {p.cfg.model.block_size} tokens per step) on a copy of the model")
-        res = lr_range_test(model, lambda i: trainer.train_batches.get(i, 0, micro), steps=args.steps, min_lr=args.min_lr,
-                            max_lr=args.max_lr, weight_decay=tc.weight_decay, betas=(tc.beta1, tc.beta2), grad_clip=tc.grad_clip,
-                            autocast=rt.autocast, device_type=rt.device.type, say=print)
+        say(f"range test: lr {min_lr:.0e} → {max_lr:.0e} over {steps} steps "
+            f"({micro} sequences × {p.cfg.model.block_size} tokens per step) on a copy of the model")
+        res = lr_range_test(model, lambda i: trainer.train_batches.get(i, 0, micro), steps=steps, min_lr=min_lr,
+                            max_lr=max_lr, weight_decay=tc.weight_decay, betas=(tc.beta1, tc.beta2),
+                            grad_clip=tc.grad_clip, autocast=rt.autocast, device_type=rt.device.type, say=say)
         res["weights_untouched"] = weights_equal(model, before)
     finally:
         teardown(rt)
-    print(f"stopped: {res['stopped']}")
-    print(f"lowest smoothed loss {res['min_smoothed_loss']:.3f} at lr {res['lr_min_loss']:.2e}; "
-          f"steepest descent at lr {res['lr_steepest']:.2e}")
-    print(f"suggested learning rate: {res['suggested_lr']:.1e}  (lowest-loss rate ÷ 10)")
-    (out / "lr_range.json").write_text(json.dumps(res, indent=1))
-    if plot_range(res, out / "lr_range.png"):
-        print(f"plot: {out / 'lr_range.png'}")
-    else:
-        print("(matplotlib is not installed: no plots; pip install matplotlib)")
-
-    # 2. grid sweep
-    if args.grid_steps <= 0:
-        return 0
-    rates = [float(x) for x in args.grid.split(",")] if args.grid else grid_rates(res["suggested_lr"])
-    print(f"\ngrid sweep: {len(rates)} learning rates × {args.grid_steps} steps each")
-    rows = run_grid(p.cfg, rates, args.grid_steps, out / "grid")
-    best = min((r for r in rows if not r["diverged"]), key=lambda r: r["val_loss"], default=None)
-    print("\n| learning rate | final val loss | final train loss |\n|---|---|---|")
-    for r in rows:
-        mark = "  ← best" if r is best else ""
-        if r["diverged"]:
-            print(f"| {r['lr']:.2g} | diverged | diverged |")
-        else:
-            print(f"| {r['lr']:.2g} | {r['val_loss']:.4f} | {r['final_train_loss']:.4f} |{mark}")
-    (out / "grid.json").write_text(json.dumps({"steps": args.grid_steps, "suggested_lr": res["suggested_lr"], "rows": rows,
-                                               "best_lr": best["lr"] if best else None}, indent=1))
-    if plot_grid(rows, res["suggested_lr"], out / "grid.png"):
-        print(f"plot: {out / 'grid.png'}")
-    if best:
-        print(f"\nbest: lr {best['lr']:.2g}. Train with it: scratchlm train "
-              + (f"--preset {args.preset} " if args.preset else "") + f"--train.lr {best['lr']:.2g}")
-    return 0
+    return res, p.cfg

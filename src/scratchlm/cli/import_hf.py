@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..interop.hf import import_hf
-from .common import no_extra_args
+from .common import split_overrides
 
 NAME = "import"
 HELP = "make a run folder from a local Hugging Face checkpoint folder (GPT-2 format)"
@@ -19,15 +19,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
                           "pytorch_model.bin, and tokenizer.json or vocab.json + merges.txt (nothing is downloaded)")
     hf.add_argument("folder", metavar="DIR")
     hf.add_argument("--out", required=True, help="the run folder to write")
+    hf.add_argument("--data", help="the text to keep training on (a later `train --resume` uses it)")
     hf.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     hf.set_defaults(run=run)
     return p
 
 
 def run(args, rest: list[str]) -> int:
-    no_extra_args(rest)
-    out = import_hf(args.folder, args.out, overwrite=args.overwrite, say=lambda m: print(m, file=sys.stderr))
+    overrides = split_overrides(rest)  # --train.lr 3e-4 ...: the run's training settings
+    if args.data is not None:
+        overrides.append(f"data.path={args.data}")
+    out = import_hf(args.folder, args.out, overrides=overrides, overwrite=args.overwrite,
+                    say=lambda m: print(m, file=sys.stderr))
     print(f"wrote {out}")
     print(f"  scratchlm sample {out}")
-    print(f"  scratchlm train --resume {out} --data YOUR_TEXT   # keep training it")
+    print(f"  scratchlm train --resume {out}   # keep training it (on --data, with the --train.* settings given here)")
     return 0

@@ -17,7 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+from ..data.shakespeare import shakespeare_text
 from ..errors import ScratchLMError
+from ..tokenizer.bpe import BPETokenizer, StreamDecoder, read_text_file
+from .common import no_extra_args
+
+NAME = "tokenizer"
+HELP = "train / encode / decode / show a byte-level BPE tokenizer"
 
 # Background colours that keep black text readable, cycled token by token.
 _COLOURS = [
@@ -32,8 +38,9 @@ _SPECIAL = "\x1b[97;48;5;160m"  # white on red: special tokens stand out
 _RESET = "\x1b[0m"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scratchlm tokenizer", description="Train and use a byte-level BPE tokenizer.")
+def add_parser(top) -> argparse.ArgumentParser:
+    p = top.add_parser(NAME, help=HELP, description="Train and use a byte-level BPE tokenizer.", allow_abbrev=False)
+    p.set_defaults(run=run)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
 
     t = sub.add_parser("train", help="learn a tokenizer from text")
@@ -62,8 +69,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(path: Path):
-    from .bpe import BPETokenizer
-
     return BPETokenizer.load(path)
 
 
@@ -81,15 +86,9 @@ def _encode_args(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .bpe import BPETokenizer
-
     if args.data is None:
-        from ..data.shakespeare import shakespeare_text
-
         text, source = shakespeare_text(), "built-in Shakespeare corpus"
     else:
-        from .bpe import read_text_file
-
         text = read_text_file(args.data)
         source = str(args.data)
     specials = tuple(args.special) if args.special is not None else ("<|endoftext|>",)
@@ -135,8 +134,6 @@ def render_tokens(tok, ids: list[int], colour: bool = True) -> str:
     A token may hold only part of a character; those bytes are shown once the
     character is complete, on the colour of the token that completes it.
     """
-    from .bpe import StreamDecoder
-
     parts, dec, k = [], StreamDecoder(tok), 0
     specials = set(tok.special_tokens.values())
     for i in ids:
@@ -171,10 +168,6 @@ def cmd_show(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+def run(args, rest: list[str]) -> int:
+    no_extra_args(rest)
     return {"train": cmd_train, "encode": cmd_encode, "decode": cmd_decode, "show": cmd_show}[args.cmd](args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,5 +4,5 @@
                   repetition, too slow, overfitting) and the thresholds they use
     live.py       attaches the detectors to a training run's events
     records.py    reads a run folder's metrics back and replays them
-    cli.py        `scratchlm doctor RUN_DIR`
+    diagnose.py   the troubleshooting table for a run folder (`scratchlm doctor RUN_DIR`)
 """

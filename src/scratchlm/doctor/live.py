@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from ..config import to_dict
+from ..inference.generate import generate_tokens
 from ..train.events import Events
 from .detectors import Doctor, Finding, RunInfo, Thresholds, repetition_stats
-from .records import load_run, replay
+from .records import read_records, replay
 
 
 def _say(text: str) -> None:
@@ -43,8 +44,6 @@ def _say(text: str) -> None:
 def sample_ids(model, prompt_ids: list[int], n: int, temperature: float, top_p: float, seed: int) -> list[int]:
     """n new token ids from a seeded private generator: the training RNG is left alone,
     so a run with the doctor on trains exactly as one with it off."""
-    from ..generate import generate_tokens
-
     was_training = model.training
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -105,7 +104,7 @@ class LiveDoctor:
                                   unigram_loss=unigram_entropy(t.train_batches.data))
         self.doctor = Doctor(run, self.th)
         if t.step > 0:  # resumed: rebuild the detectors' history silently, keep earlier findings
-            past = load_run(self.run_dir)
+            past = read_records(self.run_dir)
             replay(self.doctor, past["steps"], past["evals"], past["probes"], upto=t.step)
             for f in past["findings"]:
                 if f["step"] <= t.step:  # later ones belong to steps that are about to be redone

@@ -51,7 +51,7 @@ def drop_rewound(records: list[dict]) -> list[dict]:
     return kept
 
 
-def load_run(run_dir: str | Path) -> dict:
+def read_records(run_dir: str | Path) -> dict:
     """config, step records, eval records, probes and findings of a run folder."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

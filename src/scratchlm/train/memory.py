@@ -1,4 +1,4 @@
-"""`scratchlm memory CONFIG_OR_PRESET [--section.key VALUE ...]`: will it fit, and how fast?
+"""Will it fit, and how fast? Training memory by formula and by measurement (behind `scratchlm memory`).
 
 First an estimate by formula, before anything is allocated:
 
@@ -25,7 +25,6 @@ Data are random tokens: memory and speed do not depend on what the text says.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -41,13 +40,13 @@ GIB = 1024**3
 MIB = 1024**2
 
 
-def _fmt(n: float) -> str:
+def fmt_bytes(n: float) -> str:
     return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / MIB:.1f} MiB"
 
 
 def vocab_for(cfg) -> tuple[int, str]:
     """The vocabulary the run would get from its tokenizer, without training one."""
-    if cfg.data.tokenizer == "bpe":
+    if cfg.data.tokenizer in ("bpe", "wordbpe"):
         return cfg.data.vocab_size, f"data.vocab_size={cfg.data.vocab_size}"
     return 256, "char tokenizer: assumed ≤256 symbols (the real count depends on the text)"
 
@@ -89,16 +88,43 @@ def estimate(cfg, world: int = 1) -> dict:
     }
 
 
-def _rss_now() -> int:
+def device_memory(device) -> tuple[int, str]:
+    """(bytes, what they are) of the memory a training run on `device` can use at most."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory, f"{torch.cuda.get_device_name(device)} memory"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's RAM"
+
+
+def check_fits(cfg, device, world: int = 1) -> dict:
+    """Refuse, before anything is allocated, a training run whose estimate (weights, gradients,
+    AdamW, one micro-batch's activations) is larger than the device's whole memory; returns the estimate.
+    (A run that fits by this formula may still not fit: `scratchlm memory` measures.)"""
+    est = estimate(cfg, world)
+    need = est["weights"] + est["gradients"] + est["adamw"] + est["activations"]
+    have, what = device_memory(device)
+    if need > have:
+        m, tc = cfg.model, cfg.train
+        raise ScratchLMError(
+            f"this run needs about {fmt_bytes(need)} (weights, gradients and AdamW {fmt_bytes(need - est['activations'])}"
+            f" for {est['parameters'] / 1e6:,.0f}M parameters, activations {fmt_bytes(est['activations'])} for a "
+            f"micro-batch of {est['micro_batch']} × {m.block_size} tokens) but {what} is {fmt_bytes(have)}; use a smaller "
+            f"model or context, --train.micro_batch_size, or --train.activation_checkpointing blocks "
+            f"(batch {tc.batch_size}; `scratchlm memory` shows the parts)")
+    return est
+
+
+def rss_now() -> int:
     """Resident memory of this process now, from /proc (Linux), else the peak so far."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
-        return _rss_peak()
+        return rss_peak()
 
 
-def _rss_peak() -> int:
+def rss_peak() -> int:
     """Peak resident memory of this process. On Linux VmHWM from /proc, because
     getrusage's ru_maxrss survives exec(): a child started by a big parent would
     report the parent's peak."""
@@ -133,7 +159,7 @@ def measure_variant(cfg, steps: int) -> dict:
 
     rt = setup_runtime(cfg.train)
     set_threads(cfg.train.threads)
-    idle = _rss_now()
+    idle = rss_now()
     n = cfg.model.block_size * cfg.train.batch_size * 4 + cfg.model.block_size + 2
     rng = np.random.default_rng(0)
     data = {s: rng.integers(0, cfg.model.vocab_size, n).astype(np.uint32) for s in ("train", "val")}
@@ -152,7 +178,7 @@ def measure_variant(cfg, steps: int) -> dict:
             torch.cuda.synchronize(rt.device)
         dt = time.perf_counter() - t0
     tokens = steps * cfg.train.batch_size * cfg.model.block_size
-    peak = torch.cuda.max_memory_allocated(rt.device) if cuda else _rss_peak() - idle
+    peak = torch.cuda.max_memory_allocated(rt.device) if cuda else rss_peak() - idle
     return {"peak_bytes": peak, "tokens_per_s": tokens / dt, "device": str(rt.device), "dtype": rt.dtype,
             "accum": trainer.accum, "micro": trainer.micro}
 
@@ -178,7 +204,7 @@ def variants(cfg) -> list[tuple[str, object]]:
     return [(label, replace(cfg, train=t)) for label, t in out]
 
 
-def _measure_in_subprocess(cfg, steps: int) -> dict:
+def measure_in_subprocess(cfg, steps: int) -> dict:
     """A fresh process per variant, so one variant's peak cannot hide another's."""
     from ..config import to_dict
 
@@ -199,74 +225,5 @@ def _worker() -> int:
     return 0
 
 
-def report(cfg, steps: int, measure: bool, out=print) -> list[dict]:
-    est = estimate(cfg)
-    m, tc = cfg.model, cfg.train
-    out(f"model {m.n_layer} layers × {m.n_head} heads × {m.n_embd} wide, context {m.block_size}, vocab {m.vocab_size}: "
-        f"{est['parameters'] / 1e6:.2f}M parameters")
-    out(f"batch {tc.batch_size} sequences per step, micro-batch {est['micro_batch']}, dtype {tc.dtype}, "
-        f"activation checkpointing {tc.activation_checkpointing}")
-    out("\nestimate (formula):")
-    total = 0
-    for key, label in (("weights", "weights (fp32 master)"), ("gradients", "gradients (fp32)"),
-                       ("adamw", "AdamW moments (2 × fp32)"), ("activations", "activations + logits (one micro-batch)")):
-        total += est[key]
-        out(f"  {label:<40} {_fmt(est[key]):>12}")
-    out(f"  {'total for training':<40} {_fmt(total):>12}")
-    out(f"  {'KV cache for generation, per sequence':<40} {_fmt(est['kv_cache']):>12}")
-    out("  (under FSDP over W GPUs weights, gradients and AdamW are divided by W: --train.fsdp true)")
-    if not measure:
-        return []
-    out(f"\nmeasured ({steps} steps of each variant after one warm-up step; random tokens):")
-    out(f"  {'variant':<34} {'peak memory':>12} {'tokens/s':>10}")
-    rows = []
-    for label, vcfg in variants(cfg):
-        r = _measure_in_subprocess(vcfg, steps)
-        r["variant"] = label
-        rows.append(r)
-        if "error" in r:
-            out(f"  {label:<34} failed: {r['error']}")
-        else:
-            out(f"  {label:<34} {_fmt(r['peak_bytes']):>12} {r['tokens_per_s']:>10,.0f}")
-    where = rows[0].get("device", "cpu") if rows else "cpu"
-    out("  peak = " + ("torch.cuda.max_memory_allocated" if where.startswith("cuda") else
-                       "resident memory above the idle process (weights, gradients, AdamW, activations, allocator slack)"))
-    return rows
-
-
-def main(argv: list[str]) -> int:
-    if argv[:1] == ["--_worker"]:
-        return _worker()
-    from ..config import build_config, presets
-
-    p = argparse.ArgumentParser(prog="scratchlm memory", description="Estimate, then measure, training memory and speed.")
-    p.add_argument("config", help=f"a preset ({', '.join(presets())}) or a TOML config file")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per variant (default 3)")
-    p.add_argument("--no-measure", action="store_true", help="only the formula estimate")
-    args, rest = p.parse_known_args(argv)
-    overrides = []
-    i = 0
-    while i < len(rest):  # --section.key VALUE  or  --section.key=VALUE
-        item = rest[i]
-        if not item.startswith("--"):
-            raise ScratchLMError(f"unexpected argument '{item}' (overrides look like --train.batch_size 16)")
-        if "=" in item:
-            overrides.append(item[2:])
-            i += 1
-        elif i + 1 < len(rest):
-            overrides.append(f"{item[2:]}={rest[i + 1]}")
-            i += 2
-        else:
-            raise ScratchLMError(f"override '{item}' needs a value")
-    is_file = args.config.endswith(".toml") or os.path.exists(args.config)
-    cfg = build_config(None if is_file else args.config, args.config if is_file else None, overrides)
-    if not any(o.startswith("model.vocab_size=") for o in overrides):
-        vocab, why = vocab_for(cfg)
-        cfg = replace(cfg, model=replace(cfg.model, vocab_size=vocab))
-        print(f"vocabulary {vocab}: {why}")
-    report(cfg, args.steps, not args.no_measure)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+if __name__ == "__main__":  # the measuring subprocess: python -m scratchlm.train.memory --_worker
+    sys.exit(_worker())

@@ -1,0 +1,86 @@
+"""Docs that stay true: every `scratchlm ...` command line shown in README.md and docs/*.md
+parses with the real argument parser (nothing is run), and its config overrides name real keys.
+
+Lines that describe a syntax rather than show a command (with `[...]`, `|`, `…` or `<...>`)
+are skipped; so are lines marked with `# (not a command)`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from scratchlm.cli import build_parser
+from scratchlm.cli.common import split_overrides
+from scratchlm.config import build_config
+from scratchlm.errors import ScratchLMError
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SYNTAX = re.compile(r"\[|\||…|\.\.\.|<[A-Za-z_ -]+>|\{")
+
+
+def command_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, 'scratchlm ...') for each command in fenced code blocks and inline code spans."""
+    found, in_block, joined, start = [], False, "", 0
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip().startswith("```"):
+            in_block = not in_block
+            continue
+        if in_block:
+            if joined:
+                joined += " " + line.strip()
+            else:
+                joined, start = line.strip(), n
+            if joined.endswith("\\"):
+                joined = joined[:-1]
+                continue
+            text, joined = joined, ""
+            texts = [text]
+        else:
+            start = n
+            texts = re.findall(r"`([^`]*scratchlm [^`]*)`", line)
+        for text in texts:
+            text = text.split(" # ")[0].split("  #")[0].strip()
+            m = re.search(r"(?:^|\s|-m )scratchlm (.*)$", text)
+            if not m or "(not a command)" in line:
+                continue
+            cmd = m.group(1).split(" && ")[0].split(" | ")[0].split(";")[0]
+            if SYNTAX.search(cmd) or cmd.startswith("-m"):
+                continue
+            found.append((start, "scratchlm " + cmd.strip()))
+    return found
+
+
+CASES = [(path, n, cmd) for path in DOCS for n, cmd in command_lines(path)]
+
+
+def test_the_docs_show_commands():
+    assert len(CASES) > 20
+
+
+@pytest.mark.parametrize("path,n,cmd", CASES, ids=[f"{p.name}:{n}" for p, n, _ in CASES])
+def test_documented_command_parses(path, n, cmd):
+    parser = build_parser()
+    try:
+        argv = shlex.split(cmd)[1:]
+    except ValueError as e:
+        pytest.fail(f"{path.name}:{n}: cannot split {cmd!r}: {e}")
+    try:
+        args, rest = parser.parse_known_args(argv)
+    except SystemExit:
+        pytest.fail(f"{path.name}:{n}: `{cmd}` does not parse")
+    if not rest:
+        return
+    try:
+        overrides = split_overrides(rest)
+    except ScratchLMError as e:
+        pytest.fail(f"{path.name}:{n}: `{cmd}`: {e}")
+    try:
+        build_config(overrides=overrides)
+    except ScratchLMError as e:
+        if "unknown config key" in str(e):
+            pytest.fail(f"{path.name}:{n}: `{cmd}`: {e}")
