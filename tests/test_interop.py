@@ -177,14 +177,39 @@ def test_import_random_gpt2_gives_the_same_logits(tmp_path, tok, safetensors):
         torch.testing.assert_close(run.model(x)[0], hf_model(x).logits, atol=1e-4, rtol=0)
 
 
+def imported_run(tmp_path, tok, cli):
+    random_gpt2(tmp_path / "gpt2", tok)
+    (tmp_path / "text.txt").write_text(TEXT)
+    run = tmp_path / "run"
+    assert cli.main(["import", "hf", str(tmp_path / "gpt2"), "--out", str(run), "--data", str(tmp_path / "text.txt"),
+                     "--train.batch_size", "2", "--train.eval_interval", "2", "--train.eval_tokens", "256",
+                     "--train.warmup_steps", "1", "--sample.num_samples", "1", "--sample.max_new_tokens", "5",
+                     "--viz.snapshots", "false", "--viz.figures", "false", "--viz.tensorboard", "false"]) == 0
+    return run
+
+
 def test_imported_run_samples_from_the_command_line(tmp_path, tok, capsys):
     cli = pytest.importorskip("scratchlm.cli")
-    random_gpt2(tmp_path / "gpt2", tok)
-    assert cli.main(["import", "hf", str(tmp_path / "gpt2"), "--out", str(tmp_path / "run")]) == 0
+    run = imported_run(tmp_path, tok, cli)
+    assert json.loads((run / "config.json").read_text())["train"]["batch_size"] == 2  # the overrides are kept
     capsys.readouterr()
-    assert cli.main(["sample", str(tmp_path / "run"), "--prompt", "ALL:", "--max-new-tokens", "10",
-                     "--num-samples", "1"]) == 0
+    assert cli.main(["sample", str(run), "--prompt", "ALL:", "--max-new-tokens", "10", "--num-samples", "1"]) == 0
     assert "ALL:" in capsys.readouterr().out
+    assert cli.main(["import", "hf", str(tmp_path / "gpt2"), "--out", str(run)]) == 2  # a run is not replaced
+    assert "already holds a run" in capsys.readouterr().err
+    assert cli.main(["import", "hf", str(tmp_path / "gpt2"), "--out", str(run), "--model.n_layer", "3"]) == 2
+    assert "comes from the checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_imported_run_keeps_training_with_resume(tmp_path, tok):
+    """train --resume starts from the imported weights (step 0, a fresh optimizer state)."""
+    cli = pytest.importorskip("scratchlm.cli")
+    run = imported_run(tmp_path, tok, cli)
+    assert cli.main(["train", "--resume", str(run), "--max-steps", "2", "--quiet"]) == 0
+    assert (run / "checkpoints" / "final" / "manifest.json").exists()
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
+    assert evals and evals[-1]["step"] == 2
 
 
 def test_import_with_a_tokenizer_in_another_id_order(tmp_path):

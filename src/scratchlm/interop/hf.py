@@ -419,9 +419,16 @@ def model_config_from_hf(hf: dict, vocab_size: int, where: str) -> GPTConfig:
                          "it imports GPT-2 (GPT2LMHeadModel) and Llama (LlamaForCausalLM) checkpoints")
 
 
-def import_hf(src: str | Path, out: str | Path, *, overwrite: bool = False, say=lambda m: None) -> Path:
-    """Turn a local Hugging Face GPT-2 (or Llama) checkpoint folder into a scratchlm run folder; returns it."""
+def import_hf(src: str | Path, out: str | Path, *, overrides: list[str] | None = None, overwrite: bool = False,
+              say=lambda m: None) -> Path:
+    """Turn a local Hugging Face GPT-2 (or Llama) checkpoint folder into a scratchlm run folder; returns it.
+
+    `overrides` ('section.key=value', e.g. 'data.path=corpus.txt', 'train.lr=3e-4') set the run's
+    training settings, which a later `train --resume` keeps; the model's come from the checkpoint."""
     src, out = Path(src), Path(out)
+    for item in overrides or []:
+        if item.startswith("model."):
+            raise ScratchLMError(f"--{item.partition('=')[0]}: the model's shape comes from the checkpoint")
     if not src.is_dir():
         raise ScratchLMError(f"{src} is not a folder (give the folder that holds config.json and the weights)")
     cfg_path = src / "config.json"
@@ -463,7 +470,7 @@ def import_hf(src: str | Path, out: str | Path, *, overwrite: bool = False, say=
     if tok.vocab_size != mc.vocab_size:  # pragma: no cover - mc takes the tokenizer's size
         raise ScratchLMError(f"{where}: vocabulary sizes disagree")
     data = {"tokenizer": "bpe", "vocab_size": tok.vocab_size, "pattern": tok.pattern_name or tok.pattern}
-    cfg = build_config(base={"model": asdict(mc), "data": data})
+    cfg = build_config(base={"model": asdict(mc), "data": data}, overrides=overrides)
     write_run(out, model, tok, cfg, overwrite, source=str(src.resolve()))
     return out
 
