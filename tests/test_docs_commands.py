@@ -20,15 +20,18 @@ from scratchlm.errors import ScratchLMError
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SYNTAX = re.compile(r"\[|\||…|\.\.\.|<[A-Za-z_ -]+>|\{")
+SYNTAX = re.compile(r"\[|\||…|\.\.\.|<[A-Za-z_ -]+>|\{| / ")
+PROMPT = re.compile(r"^(\$ )?(\S+=\S+ )*(scratchlm |python -m scratchlm |torchrun .*-m scratchlm )")
 
 
 def command_lines(path: Path) -> list[tuple[int, str]]:
     """(line number, 'scratchlm ...') for each command in fenced code blocks and inline code spans."""
-    found, in_block, joined, start = [], False, "", 0
+    found, names, in_block, joined, start, shell = [], [], False, "", 0, False
+    known = set(next(a for a in build_parser()._actions if a.dest == "command").choices)
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip().startswith("```"):
             in_block = not in_block
+            shell = line.strip()[3:].strip() in ("bash", "sh", "shell", "console")
             continue
         if in_block:
             if joined:
@@ -39,7 +42,7 @@ def command_lines(path: Path) -> list[tuple[int, str]]:
                 joined = joined[:-1]
                 continue
             text, joined = joined, ""
-            texts = [text]
+            texts = [text] if PROMPT.match(text) else []  # a command, not a line of printed output
         else:
             start = n
             texts = re.findall(r"`([^`]*scratchlm [^`]*)`", line)
@@ -51,11 +54,21 @@ def command_lines(path: Path) -> list[tuple[int, str]]:
             cmd = m.group(1).split(" && ")[0].split(" | ")[0].split(";")[0]
             if SYNTAX.search(cmd) or cmd.startswith("-m"):
                 continue
-            found.append((start, "scratchlm " + cmd.strip()))
-    return found
+            if in_block and not shell and cmd.split(" ")[0] not in known:
+                continue  # printed output in a plain block ("scratchlm fp32  1278 ..."), not a command
+            if in_block or " " in cmd.strip():  # inline, `scratchlm doctor` names a command: checked below
+                found.append((start, "scratchlm " + cmd.strip()))
+            else:
+                names.append((start, cmd.strip()))
+    return found, names
 
 
-CASES = [(path, n, cmd) for path in DOCS for n, cmd in command_lines(path)]
+def commands_named(path: Path) -> list[tuple[int, str]]:
+    return command_lines(path)[1]
+
+
+CASES = [(path, n, cmd) for path in DOCS for n, cmd in command_lines(path)[0]]
+NAMED = [(path, n, name) for path in DOCS for n, name in commands_named(path)]
 
 
 def test_the_docs_show_commands():
@@ -84,3 +97,9 @@ def test_documented_command_parses(path, n, cmd):
     except ScratchLMError as e:
         if "unknown config key" in str(e):
             pytest.fail(f"{path.name}:{n}: `{cmd}`: {e}")
+
+
+@pytest.mark.parametrize("path,n,name", NAMED, ids=[f"{p.name}:{n}:{c}" for p, n, c in NAMED])
+def test_named_command_exists(path, n, name):
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert name in sub.choices, f"{path.name}:{n}: `scratchlm {name}` is not a command"

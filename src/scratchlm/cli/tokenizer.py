@@ -20,6 +20,7 @@ from pathlib import Path
 from ..data.shakespeare import shakespeare_text
 from ..errors import ScratchLMError
 from ..tokenizer.bpe import BPETokenizer, StreamDecoder, read_text_file
+from . import tokenizer_compare
 from .common import no_extra_args
 
 NAME = "tokenizer"
@@ -65,6 +66,10 @@ def add_parser(top) -> argparse.ArgumentParser:
     d = sub.add_parser("decode", help="token ids -> text")
     d.add_argument("--tokenizer", "-t", type=Path, required=True, help="tokenizer JSON file")
     d.add_argument("ids", nargs="*", help="ids (default: read standard input; commas or spaces)")
+
+    c = sub.add_parser("compare", help="compare tokenizers (ours, SentencePiece, tiktoken, word-level...) on a corpus",
+                       description="Train or build each tokenizer on a training split and measure it on held-out text.")
+    tokenizer_compare.add_arguments(c)
     return p
 
 
@@ -170,4 +175,6 @@ def cmd_show(args) -> int:
 
 def run(args, rest: list[str]) -> int:
     no_extra_args(rest)
-    return {"train": cmd_train, "encode": cmd_encode, "decode": cmd_decode, "show": cmd_show}[args.cmd](args)
+    commands = {"train": cmd_train, "encode": cmd_encode, "decode": cmd_decode, "show": cmd_show,
+                "compare": tokenizer_compare.run}
+    return commands[args.cmd](args)
