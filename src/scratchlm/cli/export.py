@@ -32,5 +32,5 @@ def run(args, rest: list[str]) -> int:
     path = export(args.run_dir, args.out, dtype=args.dtype, overwrite=args.overwrite)
     print(f"wrote {path}")
     if args.format == "hf":
-        print(f"load it with: AutoModelForCausalLM.from_pretrained({str(path)!r}) and AutoTokenizer.from_pretrained(...)")
+        print(f"load it with AutoModelForCausalLM.from_pretrained({str(path)!r}) (and AutoTokenizer)")
     return 0

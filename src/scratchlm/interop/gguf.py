@@ -88,7 +88,8 @@ def export_gguf(run_path: str | Path, out: str | Path, *, dtype: str = "fp32", o
     mc, tok = run.config.model, run.tokenizer
     arch = hf_architecture(mc)
     if not isinstance(tok, BPETokenizer):
-        raise ScratchLMError(f"the run's tokenizer is {getattr(tok, 'type', '?')!r}; GGUF export needs the byte-level BPE")
+        kind = getattr(tok, "type", "?")
+        raise ScratchLMError(f"the run's tokenizer is {kind!r}; GGUF export needs the byte-level BPE")
     pre = PRE_TOKENIZER.get(tok.pattern_name)
     if pre is None:
         raise ScratchLMError("the run's tokenizer splits text with a custom pattern, which llama.cpp has no name "

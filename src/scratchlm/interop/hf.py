@@ -188,7 +188,8 @@ def from_hf_llama(hf_sd: dict[str, torch.Tensor], mc, where: str) -> dict[str, t
             return torch.zeros(0)
         return sd.pop(name)
 
-    out = {"transformer.wte.weight": take("model.embed_tokens.weight"), "transformer.ln_f.weight": take("model.norm.weight")}
+    out = {"transformer.wte.weight": take("model.embed_tokens.weight"),
+           "transformer.ln_f.weight": take("model.norm.weight")}
     head = sd.pop("lm_head.weight", None)
     if head is not None and not mc.tie_embeddings:
         out["lm_head.weight"] = head
@@ -229,7 +230,8 @@ def hf_config(mc, arch: str, tok: BPETokenizer, dtype: str = "float32") -> dict:
             "hidden_size": mc.n_embd, "intermediate_size": mc.ff_width(), "num_hidden_layers": mc.n_layer,
             "num_attention_heads": mc.n_head, "num_key_value_heads": mc.kv_heads(),
             "head_dim": mc.n_embd // mc.n_head, "max_position_embeddings": mc.block_size, "hidden_act": "silu",
-            "rms_norm_eps": NORM_EPS, "rope_theta": theta, "rope_parameters": {"rope_type": "default", "rope_theta": theta},
+            "rms_norm_eps": NORM_EPS, "rope_theta": theta,  # older transformers read this, newer the next
+            "rope_parameters": {"rope_type": "default", "rope_theta": theta},
             "rope_scaling": None, "attention_bias": bool(mc.bias), "mlp_bias": bool(mc.bias),
             "attention_dropout": mc.dropout, "pretraining_tp": 1,
             "tie_word_embeddings": bool(mc.tie_embeddings)}
@@ -345,7 +347,8 @@ def export_hf(run_path: str | Path, out: str | Path, *, dtype: str = "fp32", ove
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """A Hugging Face folder's tensors: safetensors (single or sharded), else pytorch_model.bin (weights only)."""
-    single, index, pickled = folder / "model.safetensors", folder / "model.safetensors.index.json", folder / "pytorch_model.bin"
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    pickled = folder / "pytorch_model.bin"
     try:
         if single.exists():
             return load_file(str(single))
@@ -389,7 +392,7 @@ def model_config_from_hf(hf: dict, vocab_size: int, where: str) -> GPTConfig:
         _require(abs(eps - NORM_EPS) < 1e-12, where, "layer_norm_epsilon", eps, f"ours is {NORM_EPS}")
         for key in ("scale_attn_by_inverse_layer_idx", "add_cross_attention"):
             _require(not hf.get(key), where, key, hf.get(key), "GPT-2 as published has it off")
-        _require(hf.get("scale_attn_weights", True), where, "scale_attn_weights", False, "attention is scaled by 1/√d")
+        _require(hf.get("scale_attn_weights", True), where, "scale_attn_weights", False, "ours scales by 1/√d")
         _require(hf.get("tie_word_embeddings", True), where, "tie_word_embeddings", False, "ours are tied")
         return GPTConfig(vocab_size=vocab_size, block_size=hf.get("n_positions", 1024), n_layer=hf.get("n_layer", 12),
                          n_head=hf.get("n_head", 12), n_embd=C, bias=True,
@@ -400,12 +403,13 @@ def model_config_from_hf(hf: dict, vocab_size: int, where: str) -> GPTConfig:
         _require(hf.get("hidden_act", "silu") == "silu", where, "hidden_act", hf.get("hidden_act"), "ours is SwiGLU")
         _require(not hf.get("rope_scaling"), where, "rope_scaling", hf.get("rope_scaling"), "plain RoPE only")
         rope = hf.get("rope_parameters") or {}
-        _require(rope.get("rope_type", "default") == "default", where, "rope_type", rope.get("rope_type"), "plain RoPE only")
+        rope_type = rope.get("rope_type", "default")
+        _require(rope_type == "default", where, "rope_type", rope_type, "plain RoPE only")
         bias = bool(hf.get("attention_bias", False))
         _require(bool(hf.get("mlp_bias", False)) == bias, where, "mlp_bias", hf.get("mlp_bias"),
                  "ours has biases everywhere or nowhere (like attention_bias)")
         C, H = hf["hidden_size"], hf["num_attention_heads"]
-        _require(hf.get("head_dim", C // H) == C // H, where, "head_dim", hf.get("head_dim"), "ours is hidden_size / heads")
+        _require(hf.get("head_dim", C // H) == C // H, where, "head_dim", hf.get("head_dim"), "ours is width / heads")
         mc = GPTConfig(vocab_size=vocab_size, block_size=hf.get("max_position_embeddings", 2048),
                        n_layer=hf["num_hidden_layers"], n_head=H, n_embd=C, bias=bias, norm="rmsnorm", mlp="swiglu",
                        position="rope", n_kv_head=hf.get("num_key_value_heads", H),
@@ -457,7 +461,8 @@ def import_hf(src: str | Path, out: str | Path, *, overrides: list[str] | None =
         if n_model < tok.vocab_size:
             raise ScratchLMError(f"{where}: {k} has {n_model} rows but the tokenizer has {tok.vocab_size} tokens")
         if n_model > tok.vocab_size:
-            say(f"note: dropping {n_model - tok.vocab_size} embedding rows past the tokenizer's {tok.vocab_size} tokens")
+            say(f"note: dropping {n_model - tok.vocab_size} embedding rows past the tokenizer's "
+                f"{tok.vocab_size} tokens")
         order = torch.empty(tok.vocab_size, dtype=torch.long)
         order[torch.tensor(converted.ids)] = torch.arange(tok.vocab_size)  # our id -> Hugging Face id
         sd[k] = sd[k][order].contiguous()
@@ -490,4 +495,5 @@ def write_run(out: Path, model: GPT, tok, cfg, overwrite: bool = False, source: 
     state = {"step": 0, "best_val": float("inf"), "warmup_end_progress": 0.0, "train_time": 0.0, "guard": {},
              "config": to_dict(cfg), "tokenizer_hash": tokenizer_hash(tok), "data_position": {"step": 0, "skip": 0},
              "imported_from": source}
-    ckpt.save_checkpoint(out / "checkpoints" / "step_0000000", ckpt.plain_state_dict(model), optimizer.state_dict(), state)
+    folder = out / "checkpoints" / "step_0000000"
+    ckpt.save_checkpoint(folder, ckpt.plain_state_dict(model), optimizer.state_dict(), state)
