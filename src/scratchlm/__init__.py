@@ -26,13 +26,14 @@ from .inference import Run, generate, load_run  # noqa: E402
 from .train import run_training  # noqa: E402
 
 
-def train(config: "RunConfig | str | dict" = "default", out=None, *, overrides: dict | None = None,
-          resume: bool = False, overwrite: bool = False, quiet: bool = True, events=None) -> dict:
+def train_job(config: "RunConfig | str | dict" = "default", out=None, *, overrides: dict | None = None,
+          resume: bool = False, overwrite: bool = False, events=None, say=None) -> dict:
     """Run the training job and return its summary (step, val_loss, val_bpb, run_dir, ...).
 
     config: a RunConfig, a preset name ("tiny", "default", ...), a TOML file path, or a nested dict
     (as a run's config.json); `overrides` ({"train.lr": 1e-3}) are applied on top.
-    out: the run folder (default runs/<preset>-<time>). `events`: subscribers to the loop's events.
+    out: the run folder (default runs/<preset>-<time>). `events`: subscribers to the loop's events
+    (e.g. a progress bar); `say`: called with each start-up line (print, to see them). Prints nothing itself.
     """
     import time  # only needed for the default folder name
 
@@ -46,7 +47,7 @@ def train(config: "RunConfig | str | dict" = "default", out=None, *, overrides: 
     else:
         cfg, name = build_config(str(config), overrides=overrides), str(config)
     out = out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return run_training(cfg, out, resume=resume, overwrite=overwrite, quiet=quiet, events=events)
+    return run_training(cfg, out, resume=resume, overwrite=overwrite, events=events, say=say)
 
 
 def _as_dict(cfg: RunConfig) -> dict:
@@ -56,14 +57,15 @@ def _as_dict(cfg: RunConfig) -> dict:
 
 
 class _TrainPackage(types.ModuleType):
-    """`scratchlm.train` is both the training package (scratchlm.train.loop, ...) and the
-    function above: calling the package runs the job."""
+    """`scratchlm.train` is both the training package (scratchlm.train.loop, ...) and the function
+    `train_job` above: calling the package runs the job, so `scratchlm.train("tiny")` works."""
 
     def __call__(self, *args, **kwargs):
-        return train(*args, **kwargs)
+        return train_job(*args, **kwargs)
 
 
 _train_package.__class__ = _TrainPackage
+train = _train_package
 del _train_package
 
-__all__ = ["train", "load_run", "generate", "Run", "RunConfig", "build_config", "__version__"]
+__all__ = ["train", "train_job", "load_run", "generate", "Run", "RunConfig", "build_config", "__version__"]
