@@ -191,3 +191,31 @@ def test_deferred_imports_are_heavy_or_explained():
 def test_lines_fit_in_120_columns(path):
     long = [i + 1 for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()) if len(line) > 120]
     assert not long, f"{path.relative_to(SRC)}: lines over 120 characters: {long}"
+
+
+def core_path() -> list[tuple[str, int]]:
+    """(file, lines claimed) from the reading-order table in docs/architecture.md."""
+    doc = (SRC.parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    table = doc.split("<!-- core-path")[1].split("\n\n")[0]
+    rows = []
+    for line in table.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].isdigit():
+            rows.append((cells[1], int(cells[2])))
+    return rows
+
+
+def test_core_path_is_short_and_its_table_is_true():
+    rows = core_path()
+    assert rows, "docs/architecture.md lost its reading-order table"
+    wrong = []
+    for rel, claimed in rows:
+        path = SRC / rel
+        assert path.exists(), f"docs/architecture.md lists {rel}, which does not exist"
+        actual = len(path.read_text(encoding="utf-8").splitlines())
+        if actual != claimed:
+            wrong.append(f"{rel}: {actual} lines, the table says {claimed}")
+        assert layer_of(module_name(path)) == "core", f"{rel} is on the core path but not in the core"
+    assert not wrong, "update the reading-order table in docs/architecture.md:\n" + "\n".join(wrong)
+    total = sum(n for _, n in rows)
+    assert total <= 1500, f"the core path is {total} lines (at most 1,500): move what is not the lesson out of it"
