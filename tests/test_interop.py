@@ -142,8 +142,11 @@ def test_refusal_reaches_the_export_command(tmp_path, tok, capsys):
 # ----------------------------------------------------------------------------- import
 
 
-def random_gpt2(folder, tok, safetensors=True, seed=0):
-    """A randomly initialised GPT2LMHeadModel saved the way Hugging Face saves it, with our tokenizer's files."""
+def random_gpt2(folder, tok, layout="safetensors", seed=0):
+    """A randomly initialised GPT2LMHeadModel saved the way Hugging Face saves it, with our tokenizer's files.
+    layout: safetensors | sharded (several files and an index) | bin (pytorch_model.bin only) |
+    gpt2model (a GPT2Model's names: no `transformer.` prefix, no lm_head)."""
+    from safetensors.torch import load_file, save_file
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
@@ -153,20 +156,26 @@ def random_gpt2(folder, tok, safetensors=True, seed=0):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
-    model.save_pretrained(folder, safe_serialization=safetensors)
-    if not safetensors:  # old-style folder: the pickle file only
+    model.save_pretrained(folder, max_shard_size="40KB" if layout == "sharded" else "5GB")
+    if layout == "bin":  # old-style folder: the pickle file only
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         torch.save(state, folder / "pytorch_model.bin")
         for f in folder.glob("*.safetensors"):
             f.unlink()
+    if layout == "gpt2model":
+        sd = load_file(str(folder / "model.safetensors"))
+        save_file({k.removeprefix("transformer."): v for k, v in sd.items() if k != "lm_head.weight"},
+                  str(folder / "model.safetensors"))
     save_huggingface(tok, folder)
     return model
 
 
-@pytest.mark.parametrize("safetensors", [True, False])
-def test_import_random_gpt2_gives_the_same_logits(tmp_path, tok, safetensors):
-    hf_model = random_gpt2(tmp_path / "gpt2", tok, safetensors)
-    assert (tmp_path / "gpt2" / ("model.safetensors" if safetensors else "pytorch_model.bin")).exists()
+@pytest.mark.parametrize("layout", ["safetensors", "sharded", "bin", "gpt2model"])
+def test_import_random_gpt2_gives_the_same_logits(tmp_path, tok, layout):
+    hf_model = random_gpt2(tmp_path / "gpt2", tok, layout)
+    if layout == "sharded":
+        assert (tmp_path / "gpt2" / "model.safetensors.index.json").exists()
+        assert len(list((tmp_path / "gpt2").glob("*.safetensors"))) > 2
     run_dir = import_hf(tmp_path / "gpt2", tmp_path / "run")
     for name in ("config.json", "tokenizer.json"):
         assert (run_dir / name).exists()
