@@ -323,10 +323,12 @@ def test_fast_chunk_paths_equal_the_readable_loop(heap_tok, chunk):
     fast = heap_tok._fast
     assert fast.merge_short(list(data)) == want
     assert fast.merge_heap(list(data)) == want
-    rounds = fast.batch.merge_rounds(np.frombuffer(data, dtype=np.uint8).astype(np.int64), 0.0)
-    assert fast.merge_heap(rounds.tolist()) == want  # rounds stop anywhere: the heap finishes
-    if len(data) > 1:
-        assert rounds.tolist() == want  # with no minimum share, rounds alone finish the chunk
+    for share in (0.0, 0.05, 0.3):  # rounds stop anywhere: the heap finishes from there
+        rounds, finished = fast.batch.merge_rounds(np.frombuffer(data, dtype=np.uint8).astype(np.int64), share)
+        assert fast.merge_heap(rounds.tolist()) == want
+        if finished:
+            assert rounds.tolist() == want
+        assert finished or share > 0  # with no minimum share, rounds alone finish the chunk
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

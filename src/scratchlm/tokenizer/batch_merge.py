@@ -101,10 +101,10 @@ class BatchMerger:
         ends = np.cumsum(np.bincount(owner, minlength=len(chunks))).tolist()
         return [flat[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
-    def merge_rounds(self, tok: np.ndarray, min_share: float) -> np.ndarray:
+    def merge_rounds(self, tok: np.ndarray, min_share: float) -> tuple[np.ndarray, bool]:
         """Rounds on ONE chunk (token ids as int64) while each merges at least `min_share`
-        of its tokens; returns the tokens reached, a state the simple loop also passes
-        through, so any exact merger can finish from there.
+        of its tokens. Returns the tokens reached, a state the simple loop also passes
+        through, so any exact merger can finish from there, and whether no merge is left.
 
         A round costs a pass over the whole chunk, a heap merge a few microseconds: a
         round that merges few positions is cheaper done by the heap.
@@ -123,7 +123,7 @@ class BatchMerger:
                 hit &= (idx - run_start) % 2 == 0
             at = np.flatnonzero(hit)
             if len(at) < min_share * len(tok):
-                break
+                return tok, False
             tok[at] = 256 + best
             keep = np.ones(len(tok), dtype=bool)
             keep[at + 1] = False
@@ -132,7 +132,7 @@ class BatchMerger:
             at -= np.arange(len(at))
             changed = np.concatenate((at, at[at > 0] - 1))
             rank[changed] = self._ranks_at(tok, last, changed)
-        return tok
+        return tok, True
 
     def _ranks_at(self, tok: np.ndarray, last: np.ndarray, at: np.ndarray) -> np.ndarray:
         """Rank of the pair starting at each position in `at` (NO_MERGE at a chunk's end)."""

@@ -149,7 +149,8 @@ class FastEncoder:
         """A long chunk: NumPy rounds while they pay off, then the heap."""
         if len(data) >= ROUNDS_MIN:
             tok = np.frombuffer(data, dtype=np.uint8).astype(np.int64)
-            return self.merge_heap(self.batch.merge_rounds(tok, ROUNDS_SHARE).tolist())
+            tok, finished = self.batch.merge_rounds(tok, ROUNDS_SHARE)
+            return tok.tolist() if finished else self.merge_heap(tok.tolist())
         return self.merge_heap(list(data))
 
     def merge_heap(self, tok: list[int]) -> list[int]:

@@ -25,6 +25,8 @@ import re
 
 import regex
 
+from ..errors import ScratchLMError
+
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 GPT4_PATTERN = (
@@ -42,7 +44,9 @@ PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
 # that both split every ASCII string alike.
 ASCII_PATTERNS = {
     GPT2_PATTERN: r"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+""",
-    GPT4_PATTERN: r"""'(?i:[sdmt]|ll|ve|re)|[^\r\nA-Za-z0-9]?[A-Za-z]+|[0-9]{1,3}| ?[^\sA-Za-z0-9]+[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+""",
+    GPT4_PATTERN: (
+        r"""'(?i:[sdmt]|ll|ve|re)|[^\r\nA-Za-z0-9]?[A-Za-z]+|[0-9]{1,3}| ?[^\sA-Za-z0-9]+[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+    ),
 }
 
 
@@ -52,13 +56,17 @@ class Splitter:
 
     def __init__(self, pattern: str):
         self.pattern = pattern
-        self._full = regex.compile(pattern).findall
+        compiled = regex.compile(pattern)
+        self._finditer = compiled.finditer
+        # findall returns whole matches only for a pattern without capture groups
+        self._full = compiled.findall if compiled.groups == 0 else self._with_gaps
         ascii_text = ASCII_PATTERNS.get(pattern)
         self._fast = re.compile(ascii_text, re.ASCII).findall if ascii_text else None
 
     def __call__(self, text: str) -> list[str]:
-        if self._fast is None:
-            return self._full(text)
+        if self._fast is None:  # a custom pattern: it may skip characters, which stay as chunks
+            chunks = self._full(text)
+            return chunks if sum(map(len, chunks)) == len(text) else self._with_gaps(text)
         if text.isascii():
             return self._fast(text)
         if len(text) < 2 * ASCII_PIECE:
@@ -70,6 +78,20 @@ class Splitter:
             out += self._fast(piece) if piece.isascii() else self._full(piece)
         return out
 
+    def _with_gaps(self, text: str) -> list[str]:
+        """The matches, and the text between them as chunks of its own: nothing is lost."""
+        out, pos = [], 0
+        for m in self._finditer(text):
+            start, end = m.span()
+            if start > pos:
+                out.append(text[pos:start])
+            if end > start:
+                out.append(m.group())
+            pos = max(pos, end)
+        if pos < len(text):
+            out.append(text[pos:])
+        return out
+
     def __reduce__(self):  # pickles as its pattern
         return Splitter, (self.pattern,)
 
@@ -78,16 +100,22 @@ ASCII_PIECE = 4096  # characters per piece when a text is not all ASCII
 
 
 def resolve_pattern(pattern: str) -> str:
-    """'gpt2' / 'gpt4' -> the built-in regex; anything else is taken as a regex itself."""
-    from ..errors import ScratchLMError
+    """'gpt2' / 'gpt4' -> the built-in regex; anything else is taken as a regex itself.
 
+    A custom pattern need not match every character (what it skips becomes chunks of
+    its own), but it must not match the empty string: an empty chunk would make the
+    exports lose the character after it.
+    """
     text = PATTERNS.get(pattern, pattern)
     if not isinstance(text, str) or not text:
         raise ScratchLMError("the split pattern must be 'gpt2', 'gpt4' or a non-empty regex")
     try:
-        regex.compile(text)
+        compiled = regex.compile(text)
     except regex.error as e:
         raise ScratchLMError(f"the split pattern {pattern!r} is not a valid regex: {e}") from None
+    if compiled.search("") is not None or compiled.search("a") and not compiled.search("a").group():
+        raise ScratchLMError(f"the split pattern {pattern!r} matches the empty string; make every alternative "
+                             "match at least one character (e.g. \\p{L}+ rather than \\p{L}*)")
     return text
 
 
