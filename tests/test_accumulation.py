@@ -33,7 +33,7 @@ def make_trainer(tmp_path, overrides, dtype="fp32"):
     rng = np.random.default_rng(0)
     data = {"train": rng.integers(0, VOCAB, 4000).astype(np.uint16), "val": rng.integers(0, VOCAB, 1000).astype(np.uint16)}
     rt = Runtime(torch.device("cpu"), "test", dtype, "test")
-    return Trainer(cfg, tmp_path, UniformTok(), "test", data, rt, quiet=True)
+    return Trainer(cfg, tmp_path, UniformTok(), "test", data, rt)
 
 
 def captured_grads(trainer):
@@ -54,11 +54,11 @@ def captured_grads(trainer):
 def test_micro_batches_equal_one_big_batch(tmp_path, micro):
     batch = 8
     trainer = make_trainer(tmp_path, [f"train.batch_size={batch}", f"train.micro_batch_size={micro}"])
-    assert trainer.accum == batch // micro
+    assert trainer.accum_steps == batch // micro
     # the reference: the same initial weights, one batch made of every micro-batch's windows
     ref = GPT(trainer.cfg.model)
     ref.load_state_dict(trainer.raw_model.state_dict())
-    xs, ys = zip(*(trainer.train_batches.get(0, m, micro) for m in range(trainer.accum)))
+    xs, ys = zip(*(trainer.train_batches.get(0, m, micro) for m in range(trainer.accum_steps)))
     _, ref_loss = ref(torch.cat(xs), torch.cat(ys))
     ref_loss.backward()
 
@@ -70,5 +70,5 @@ def test_micro_batches_equal_one_big_batch(tmp_path, micro):
 
 def test_accumulation_steps_derived_and_printed(tmp_path):
     trainer = make_trainer(tmp_path, ["train.batch_size=12", "train.micro_batch_size=3"])
-    assert (trainer.micro, trainer.accum) == (3, 4)
+    assert (trainer.micro_batch_size, trainer.accum_steps) == (3, 4)
     assert any("3 per micro-batch × 4 accumulation step(s)" in line for line in trainer.describe())

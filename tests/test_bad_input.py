@@ -81,7 +81,7 @@ def test_no_file_at_the_path(tmp_path, capsys):
     (["--train.lrr", "1e-3"], "unknown config key 'train.lrr'; did you mean 'train.lr'?"),
     (["--model.n_embed", "64"], "did you mean 'model.n_embd'?"),
     (["--train.lr", "fast"], "bad value for 'train.lr'"),
-    (["--train.lr", "-1e-3"], "bad value for 'train.lr': -0.001 (the learning rate must be positive)"),
+    (["--train.lr", "-1e-3"], "bad value for 'train.lr': -0.001 (the learning rate must be positive, at most 10)"),
     (["--train.max_steps", "2.5"], "bad value for 'train.max_steps'"),
     (["--sample.top_p", "1.5"], "bad value for 'sample.top_p': 1.5 (must be in (0, 1])"),
     (["--sample.top_p", "0"], "bad value for 'sample.top_p'"),

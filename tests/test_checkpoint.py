@@ -188,11 +188,10 @@ def test_training_keeps_the_last_k_best_and_final(tmp_path, small_corpus):
     over = {"data.path": str(small_corpus), "data.tokenizer": "char", "model.n_layer": 1, "model.n_embd": 32, "model.n_head": 2,
             "model.block_size": 32, "train.batch_size": 4, "train.max_steps": 8, "train.eval_interval": 2, "train.eval_tokens": 256,
             "train.warmup_steps": 1, "train.keep_last": 2, "train.dtype": "fp32", "train.device": "cpu", "sample.num_samples": 0}
-    run_training(build_config("tiny", overrides=over), tmp_path / "a", quiet=True, sample=False)
+    run_training(build_config("tiny", overrides=over), tmp_path / "a")
     assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["best", "final", "step_0000006", "step_0000008"]
     metrics = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     best_val = min(r["val_loss"] for r in metrics if r.get("event") == "eval")
     assert ckpt.verify(tmp_path / "a" / "checkpoints" / "best")["best_val"] == best_val
-    run_training(build_config("tiny", overrides={**over, "train.keep_best": False, "train.keep_last": 1}), tmp_path / "b",
-                 quiet=True, sample=False)
+    run_training(build_config("tiny", overrides={**over, "train.keep_best": False, "train.keep_last": 1}), tmp_path / "b")
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["final", "step_0000008"]

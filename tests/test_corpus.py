@@ -100,12 +100,17 @@ def test_data_as_a_glob(tmp_path):
 class CountingTok:
     """Stands in for a tokenizer: one id per character, offset so that ids fill the vocabulary."""
 
+    special_tokens: dict = {}
+
     def __init__(self, vocab_size):
         self.vocab_size, self.calls = vocab_size, 0
 
     def encode(self, text):
         self.calls += 1
         return [self.vocab_size - 1 - ord(ch) for ch in text]
+
+    def encode_documents(self, docs):
+        return [self.encode(d) for d in docs]
 
 
 @pytest.mark.parametrize("vocab_size, dtype", [(1000, np.uint16), (70000, np.uint32)])

@@ -15,6 +15,7 @@ from scratchlm.cli import main
 from scratchlm.config import build_config
 from scratchlm.data.corpus import load_corpus
 from scratchlm.data.dataset import Batches, tokenize_corpus
+from scratchlm.errors import ScratchLMError
 from scratchlm.model import GPT
 from scratchlm.tokenizer import load_tokenizer, tokenizer_hash
 from scratchlm.train import checkpoint as ckpt
@@ -162,7 +163,7 @@ def test_nan_and_spike_steps_are_skipped_without_touching_the_weights(tmp_path, 
     weights = _watch_weights(events)
     run = tmp_path / "run"
     summary = run_training(small_cfg(small_corpus, **{"train.max_steps": 18, "train.eval_interval": 100, "train.guard_window": 10,
-                                                     "train.guard_k": 6.0}), run, quiet=True, sample=False, events=events)
+                                                     "train.guard_k": 6.0}), run, events=events)
     steps = {r["step"]: r for r in records(run) if "loss" in r}
     assert steps[7]["skipped"] == "non-finite loss"
     assert steps[15]["skipped"].startswith("loss spike")
@@ -180,7 +181,7 @@ def test_a_streak_of_bad_steps_rolls_back_to_the_last_checkpoint_and_skips_past_
     run = tmp_path / "run"
     cfg = small_cfg(small_corpus, **{"train.max_steps": 20, "train.eval_interval": 100, "train.checkpoint_interval": 5,
                                      "train.keep_last": 10, "train.guard_max_bad": 3, "train.guard_lr_factor": 0.5})
-    summary = run_training(cfg, run, quiet=True, sample=False)
+    summary = run_training(cfg, run)
     recs = records(run)
     rb = [r for r in recs if r.get("event") == "rollback"]
     assert len(rb) == 1
@@ -219,7 +220,10 @@ def test_endless_divergence_gives_up_with_one_clear_line(tmp_path, small_corpus,
 def test_without_the_guard_a_nan_poisons_the_weights(tmp_path, small_corpus, poison):
     poison[3] = "nan"  # the reference for the tests above: this is what the guard prevents
     run = tmp_path / "run"
-    run_training(small_cfg(small_corpus, **{"train.max_steps": 6, "train.eval_interval": 100, "train.guard": False}), run,
-                 quiet=True, sample=False)
+    with pytest.raises(ScratchLMError, match=r"the weights hold NaN or Inf at step 6, so final/ was not written"):
+        run_training(small_cfg(small_corpus, **{"train.max_steps": 6, "train.eval_interval": 100, "train.guard": False}),
+                     run)
     losses = [r["loss"] for r in records(run) if "loss" in r]
     assert all(math.isfinite(v) for v in losses[:3]) and all(math.isnan(v) for v in losses[3:])
+    assert not (run / "checkpoints" / "final").exists()  # a broken model is never saved as the result
+    assert any("not written" in r.get("message", "") for r in records(run))  # nor as a step checkpoint

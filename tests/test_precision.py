@@ -28,7 +28,7 @@ def make_trainer(tmp_path, dtype, *overrides):
     rng = np.random.default_rng(0)
     data = {"train": rng.integers(0, VOCAB, 2000).astype(np.uint16), "val": rng.integers(0, VOCAB, 500).astype(np.uint16)}
     torch.manual_seed(0)
-    return Trainer(cfg, tmp_path, UniformTok(), "test", data, Runtime(torch.device("cpu"), "test", dtype, "test"), quiet=True)
+    return Trainer(cfg, tmp_path, UniformTok(), "test", data, Runtime(torch.device("cpu"), "test", dtype, "test"))
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

@@ -91,14 +91,16 @@ def test_stopped_and_resumed_run_gives_identical_losses(tmp_path, small_corpus, 
     """2N steps in one go == N steps, Ctrl-C, then resumed (in a new process) for N more."""
     over = {**SMALL, "data.path": str(small_corpus), "train.max_steps": 16, "train.eval_interval": 100}
     straight = tmp_path / "straight"
-    run_training(build_config("tiny", overrides=over), straight, quiet=True, sample=False)
+    run_training(build_config("tiny", overrides=over), straight)
 
     stopped = tmp_path / "stopped"
     events = Events()
     events.on("step_end", lambda info: info["step"] == 8 and os.kill(os.getpid(), signal.SIGINT))  # Ctrl-C during step 8
-    summary = run_training(build_config("tiny", overrides=over), stopped, quiet=True, sample=False, events=events)
+    requests = []
+    events.on("stop_requested", requests.append)
+    summary = run_training(build_config("tiny", overrides=over), stopped, events=events)
     assert summary["stopped_by"] == "signal" and summary["step"] == 8
-    assert f"Resume with: scratchlm train --resume {stopped}" in capsys.readouterr().out
+    assert requests == [{"step": 8}] and capsys.readouterr().out == ""  # the core prints nothing
     assert ckpt.latest_good_checkpoint(stopped / "checkpoints") == stopped / "checkpoints" / "step_0000008"
 
     done = resume(stopped)
@@ -169,8 +171,7 @@ def test_second_ctrl_c_exits_at_once_without_corrupting_the_last_checkpoint(tmp_
 @pytest.mark.parametrize("bad", ["shape", "tokenizer"])
 def test_resume_refuses_a_checkpoint_that_does_not_match(tmp_path, small_corpus, bad):
     run = tmp_path / "run"
-    run_training(build_config("tiny", overrides={**SMALL, "data.path": str(small_corpus), "train.max_steps": 2}), run,
-                 quiet=True, sample=False)
+    run_training(build_config("tiny", overrides={**SMALL, "data.path": str(small_corpus), "train.max_steps": 2}), run)
     if bad == "tokenizer":
         tok = json.loads((run / "tokenizer.json").read_text())
         tok["chars"] = tok["chars"][::-1]  # same size, other ids: the weights would mean nothing
@@ -197,6 +198,6 @@ def test_a_signal_stop_writes_its_checkpoint_before_the_final_evaluation(tmp_pat
     events.on("checkpoint", lambda info: order.append(("checkpoint", info["step"], os.path.basename(info["path"]))))
     events.on("eval", lambda info: order.append(("eval", info["step"])))
     over = {**SMALL, "data.path": str(small_corpus), "train.max_steps": 10, "train.eval_interval": 100, "train.keep_best": False}
-    summary = run_training(build_config("tiny", overrides=over), tmp_path / "run", quiet=True, sample=False, events=events)
+    summary = run_training(build_config("tiny", overrides=over), tmp_path / "run", events=events)
     assert summary["stopped_by"] == "signal"
     assert order[-2:] == [("checkpoint", 3, "step_0000003"), ("eval", 3)]  # one checkpoint, then the evaluation

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.resources
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ else:  # Python 3.10: the same parser, from PyPI (a dependency there)
 @dataclass
 class DataConfig:
     path: str = ""  # text file, folder or glob; "" = the built-in Shakespeare plays
-    tokenizer: str = "bpe"  # bpe | char
+    tokenizer: str = "bpe"  # bpe | wordbpe | char
     vocab_size: int = 2048  # for bpe: 256 bytes + merges + special tokens
     pattern: str = "gpt4"  # bpe split pattern: gpt4 | gpt2 | a custom regex
     val_fraction: float = 0.1  # for user corpora: the last 10% of each file is held out
@@ -93,7 +94,7 @@ class VizConfig:
     snapshots: bool = True  # record attention maps and per-head metrics into RUN/attention/
     every: int = 1  # record at every N-th evaluation (and once before the first step)
     prompt: str = ""  # the probe text; "" = the first prompt_tokens tokens of the validation text
-    prompt_tokens: int = 24  # the probe's length in tokens (cut to the context)
+    prompt_tokens: int = 24  # the probe's length: a longer prompt is cut to this (and to the context)
     induction_tokens: int = 24  # a random sequence of this many tokens, repeated once, for the induction score
     figures: bool = True  # at the end of training, draw the figures into RUN/figures/
     tensorboard: bool = True  # also write the metrics to RUN/tensorboard/ when tensorboard is installed
@@ -167,6 +168,10 @@ def load_toml(path: str | Path) -> dict:
     path = Path(path)
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ScratchLMError(f"config file {path} is not text (not UTF-8); --config takes a TOML file") from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise ScratchLMError(f"config file {path} cannot be read ({e.strerror})") from None
     except FileNotFoundError:
         raise ScratchLMError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as e:
@@ -242,11 +247,13 @@ def validate_model(m: GPTConfig) -> None:
 def validate(cfg: RunConfig) -> None:
     """Range checks OmegaConf's type checks cannot express."""
     m, d, t, s = cfg.model, cfg.data, cfg.train, cfg.sample
+    for key, value in _flatten(to_dict(cfg)).items():  # inf or nan passes many range checks below
+        _require(not isinstance(value, float) or math.isfinite(value), key, "must be a finite number", value)
     validate_model(m)
-    _require(d.tokenizer in ("bpe", "char"), "data.tokenizer", "bpe or char", d.tokenizer)
+    _require(d.tokenizer in ("bpe", "wordbpe", "char"), "data.tokenizer", "bpe, wordbpe or char", d.tokenizer)
     _require(d.vocab_size >= 257 or d.tokenizer == "char", "data.vocab_size", "BPE needs at least 257 (256 bytes + 1)", d.vocab_size)
     _require(0.0 < d.val_fraction < 1.0, "data.val_fraction", "must be in (0, 1)", d.val_fraction)
-    _require(t.lr > 0, "train.lr", "the learning rate must be positive", t.lr)
+    _require(0 < t.lr <= 10, "train.lr", "the learning rate must be positive, at most 10", t.lr)
     _require(0.0 <= t.min_lr_ratio <= 1.0, "train.min_lr_ratio", "must be in [0, 1]", t.min_lr_ratio)
     _require(t.batch_size > 0, "train.batch_size", "must be positive", t.batch_size)
     _require(t.micro_batch_size >= 0, "train.micro_batch_size", "must be >= 0", t.micro_batch_size)
@@ -257,11 +264,20 @@ def validate(cfg: RunConfig) -> None:
     _require(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0", t.warmup_steps)
     _require(t.schedule in ("cosine", "wsd"), "train.schedule", "cosine or wsd", t.schedule)
     _require(0.0 <= t.cooldown_frac <= 1.0, "train.cooldown_frac", "must be in [0, 1]", t.cooldown_frac)
-    _require(t.weight_decay >= 0, "train.weight_decay", "must be >= 0", t.weight_decay)
+    _require(0 <= t.weight_decay <= 10, "train.weight_decay", "must be in [0, 10]", t.weight_decay)
     _require(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2", "must be in [0, 1)", (t.beta1, t.beta2))
     _require(t.grad_clip >= 0, "train.grad_clip", "must be >= 0", t.grad_clip)
     _require(t.eval_interval > 0, "train.eval_interval", "must be positive", t.eval_interval)
     _require(t.eval_tokens > 0, "train.eval_tokens", "must be positive", t.eval_tokens)
+    _require(t.log_interval > 0, "train.log_interval", "steps between progress updates, must be positive",
+             t.log_interval)
+    _require(t.checkpoint_interval >= 0, "train.checkpoint_interval", "steps, >= 0 (0 = at each evaluation)",
+             t.checkpoint_interval)
+    _require(0 <= t.seed < 2**63, "train.seed", "must be in [0, 2**63)", t.seed)
+    _require(t.threads >= 0, "train.threads", "must be >= 0 (0 = one per core)", t.threads)
+    dev = t.device
+    _require(dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()), "train.device",
+             "auto, cpu, cuda, cuda:N or mps", dev)
     _require(t.keep_last >= 1, "train.keep_last", "must be >= 1", t.keep_last)
     _require(t.guard_k > 0, "train.guard_k", "standard deviations, must be positive", t.guard_k)
     _require(t.guard_window >= 2, "train.guard_window", "must be >= 2 steps", t.guard_window)
@@ -286,11 +302,27 @@ def validate_sample(s: SampleConfig) -> None:
     _require(0.0 < s.top_p <= 1.0, "sample.top_p", "must be in (0, 1]", s.top_p)
     _require(s.top_k >= 0, "sample.top_k", "must be >= 0 (0 = off)", s.top_k)
     _require(s.max_new_tokens >= 0, "sample.max_new_tokens", "must be >= 0", s.max_new_tokens)
+    _require(s.num_samples >= 0, "sample.num_samples", "must be >= 0", s.num_samples)
+    _require(0 <= s.seed < 2**63, "sample.seed", "must be in [0, 2**63)", s.seed)
+    _require(math.isfinite(s.temperature) and s.temperature <= 100, "sample.temperature", "must be at most 100",
+             s.temperature)
     _require(s.dtype in SAMPLE_DTYPES, "sample.dtype", f"must be one of {', '.join(SAMPLE_DTYPES)}", s.dtype)
 
 
 def to_dict(cfg: RunConfig) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def flat_dict(cfg: RunConfig) -> dict:
+    """{'train.lr': 0.001, ...}: every key of a config with its value."""
+    return _flatten(to_dict(cfg))
+
+
+# What a resumed run may change (`scratchlm train --resume RUN --KEY VALUE`): its budget, and
+# how it is run and reported, never what is trained (the model, data, tokenizer, optimizer).
+RESUMABLE_KEYS = {"train.max_steps", "train.max_time", "train.device", "train.threads", "train.compile",
+                  "train.log_interval", "train.eval_interval", "train.checkpoint_interval", "train.keep_last",
+                  "train.keep_best"} | {k for k in _all_keys() if k.startswith(("sample.", "viz."))}
 
 
 def from_dict(d: dict) -> RunConfig:

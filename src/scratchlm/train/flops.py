@@ -54,7 +54,8 @@ def flops_per_token(cfg, n_params: int) -> float:
 
 
 @functools.lru_cache(maxsize=None)
-def measure_matmul_peak(dtype: torch.dtype = torch.bfloat16, device: str = "cpu", n: int = 2048, seconds: float = 0.6) -> float:
+def measure_matmul_peak(dtype: torch.dtype = torch.bfloat16, device: str = "cpu", n: int = 2048,
+                        seconds: float = 0.6) -> float:
     """FLOP/s of an n×n @ n×n matrix multiply on this device, the best of repeated timings.
 
     This is what the hardware actually sustains on a friendly shape with this

@@ -18,10 +18,19 @@ A bad step is skipped: the gradients are thrown away, the optimizer does not mov
 the weights and Adam's moments stay as they were. One bad batch is then harmless.
 
 `max_bad` bad steps in a row mean something worse (the weights themselves may be
-drifting, or a stretch of the data is garbage). Then the trainer rolls back: it
-reloads the last good checkpoint (weights, optimizer, RNG), moves the data position
-past the batches that went wrong, optionally multiplies the learning rate by
-`lr_factor`, and carries on. Everything is logged to metrics.jsonl as events.
+drifting, or a stretch of the data is garbage). Then the trainer rolls back
+(`Trainer.roll_back`): it reloads the newest *healthy* checkpoint (weights, optimizer,
+RNG), moves the data position past the batches that went wrong, optionally multiplies
+the learning rate by `lr_factor`, and carries on. The guard only detects; it keeps the
+counts the trainer needs:
+
+    streak      bad steps in a row; while it is above 0 nothing is evaluated or saved,
+                so every checkpoint was written by a healthy run ("healthy" in its state)
+    rollbacks   rollbacks in the current bad stretch. It goes back to 0 only after a
+                full window of healthy steps in a row; after MAX_ROLLBACKS_PER_STRETCH
+                the run gives up with a clear message. (Counting per checkpoint instead
+                let a run with frequent checkpoints roll back forever: each rollback found
+                a newer checkpoint to go to.)
 
 The check costs a few float comparisons and two means/stds over ~50 numbers per step:
 benchmarks/bench_guard.py measures it against the step itself.
@@ -31,14 +40,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from pathlib import Path
 
-from ..errors import ScratchLMError
-from . import checkpoint as ckpt
-
-# After this many rollbacks to the same checkpoint without getting past it, training
+# After this many rollbacks without a full window of healthy steps in between, training
 # gives up with a clear message instead of looping forever.
-MAX_ROLLBACKS_PER_CHECKPOINT = 3
+MAX_ROLLBACKS_PER_STRETCH = 3
 
 
 class SpikeGuard:
@@ -83,22 +88,28 @@ class SpikeGuard:
 
 class Guard:
     """The guard's state in a run: the spike detector, the current streak of bad steps,
-    the learning-rate scale and the rollbacks done so far."""
+    the learning-rate scale and the rollbacks of the current bad stretch."""
 
     def __init__(self, tc):
         self.enabled = tc.guard
         self.spikes = SpikeGuard(tc.guard_window, tc.guard_k)
         self.max_bad = tc.guard_max_bad
         self.lr_factor = tc.guard_lr_factor
+        self.recovered_after = tc.guard_window  # healthy steps in a row that end a bad stretch
+        self.max_rollbacks = MAX_ROLLBACKS_PER_STRETCH
         self.streak = 0  # bad steps in a row
+        self.healthy_steps = 0  # good steps in a row
         self.lr_scale = 1.0  # product of lr_factor over the rollbacks so far
-        self.rollbacks: dict[str, int] = {}  # checkpoint name -> times rolled back to it
+        self.rollbacks = 0  # rollbacks in the current bad stretch
 
     def check(self, loss: float, grad_norm: float) -> str | None:
         if not self.enabled:
             return None
         reason = self.spikes.check(loss, grad_norm)
         self.streak = self.streak + 1 if reason else 0
+        self.healthy_steps = 0 if reason else self.healthy_steps + 1
+        if self.healthy_steps >= self.recovered_after:
+            self.rollbacks = 0  # the run has recovered: a later stretch starts its own count
         return reason
 
     @property
@@ -106,8 +117,10 @@ class Guard:
         return self.enabled and self.streak >= self.max_bad
 
     def state_dict(self) -> dict:
-        """What a checkpoint keeps, so a resumed run judges spikes exactly as before."""
-        return {"losses": list(self.spikes.losses), "norms": list(self.spikes.norms), "lr_scale": self.lr_scale}
+        """What a checkpoint keeps, so a resumed run judges spikes exactly as before;
+        `healthy`: written outside a bad streak, so a rollback may go back to it."""
+        return {"losses": list(self.spikes.losses), "norms": list(self.spikes.norms), "lr_scale": self.lr_scale,
+                "healthy": self.streak == 0}
 
     def load_state_dict(self, d: dict) -> None:
         self.spikes.losses.clear()
@@ -115,37 +128,4 @@ class Guard:
         self.spikes.norms.clear()
         self.spikes.norms.extend(d.get("norms", []))
         self.lr_scale = d.get("lr_scale", 1.0)
-        self.streak = 0
-
-
-def roll_back(trainer, reason: str) -> dict:
-    """Reload the last good checkpoint into `trainer` and skip past the bad batches.
-
-    Called after the step counter has counted the bad step. The data position of the
-    step that runs at counter s is s + data_skip (batches are a pure function of the
-    position, see data/dataset.py), so the last bad batch was position
-    p = step - 1 + data_skip. After going back to the checkpoint's step c, data_skip is
-    set so that step c reads position p + 1: every batch from the checkpoint up to the
-    last bad one is passed over. Returns the event that was logged.
-    """
-    g = trainer.guard
-    bad_pos = trainer.step - 1 + trainer.data_skip
-    from_step = trainer.step
-    folder = ckpt.latest_good_checkpoint(trainer.ckpt_dir, warn=lambda m: trainer.log({"event": "warning", "message": m}))
-    if folder is None:
-        raise ScratchLMError(f"{g.streak} bad steps in a row ({reason}) at step {from_step} and no checkpoint to roll back to; "
-                             "lower --train.lr or check the data")
-    n = g.rollbacks.get(folder.name, 0) + 1
-    if n > MAX_ROLLBACKS_PER_CHECKPOINT:
-        raise ScratchLMError(f"training diverges again after {n - 1} rollbacks to {folder} ({reason}); "
-                             f"lower --train.lr (now scaled by {g.lr_scale:g}) or set --train.guard_lr_factor 0.5")
-    rollbacks, lr_scale = g.rollbacks, g.lr_scale
-    trainer.load(folder)  # weights, optimizer, RNG, step, guard window, data position
-    g.rollbacks = rollbacks
-    g.rollbacks[folder.name] = n
-    g.lr_scale = lr_scale * g.lr_factor
-    trainer.data_skip = bad_pos + 1 - trainer.step
-    event = {"event": "rollback", "reason": reason, "from_step": from_step, "to_step": trainer.step,
-             "checkpoint": str(Path(folder).name), "data_skip": trainer.data_skip, "lr_scale": g.lr_scale}
-    trainer.log(event)
-    return event
+        self.streak = self.healthy_steps = 0

@@ -34,7 +34,14 @@ import tempfile
 import time
 from dataclasses import replace
 
+import numpy as np
+import torch
+
+from ..config import from_dict, to_dict
 from ..errors import ScratchLMError
+from ..model import GPT
+from .loop import Trainer
+from .runtime import pick_device, pick_dtype, set_threads, setup_runtime
 
 GIB = 1024**3
 MIB = 1024**2
@@ -53,11 +60,6 @@ def vocab_for(cfg) -> tuple[int, str]:
 
 def estimate(cfg, world: int = 1) -> dict:
     """Bytes per component by formula; see the module docstring."""
-    import torch
-
-    from ..model import GPT
-    from .runtime import pick_device, pick_dtype
-
     m, tc = cfg.model, cfg.train
     with torch.device("meta"):  # shapes only: no memory is allocated
         n_params = sum(p.numel() for p in GPT(m).parameters())
@@ -90,8 +92,6 @@ def estimate(cfg, world: int = 1) -> dict:
 
 def device_memory(device) -> tuple[int, str]:
     """(bytes, what they are) of the memory a training run on `device` can use at most."""
-    import torch
-
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory, f"{torch.cuda.get_device_name(device)} memory"
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's RAM"
@@ -107,9 +107,11 @@ def check_fits(cfg, device, world: int = 1) -> dict:
     if need > have:
         m, tc = cfg.model, cfg.train
         raise ScratchLMError(
-            f"this run needs about {fmt_bytes(need)} (weights, gradients and AdamW {fmt_bytes(need - est['activations'])}"
+            f"this run needs about {fmt_bytes(need)} (weights, gradients and AdamW "
+            f"{fmt_bytes(need - est['activations'])}"
             f" for {est['parameters'] / 1e6:,.0f}M parameters, activations {fmt_bytes(est['activations'])} for a "
-            f"micro-batch of {est['micro_batch']} × {m.block_size} tokens) but {what} is {fmt_bytes(have)}; use a smaller "
+            f"micro-batch of {est['micro_batch']} × {m.block_size} tokens) but {what} is {fmt_bytes(have)}; "
+            "use a smaller "
             f"model or context, --train.micro_batch_size, or --train.activation_checkpointing blocks "
             f"(batch {tc.batch_size}; `scratchlm memory` shows the parts)")
     return est
@@ -151,12 +153,6 @@ class _UniformTok:
 
 def measure_variant(cfg, steps: int) -> dict:
     """Peak memory and tokens/s of `steps` training steps; runs in the calling process."""
-    import numpy as np
-    import torch
-
-    from .loop import Trainer
-    from .runtime import set_threads, setup_runtime
-
     rt = setup_runtime(cfg.train)
     set_threads(cfg.train.threads)
     idle = rss_now()
@@ -185,8 +181,6 @@ def measure_variant(cfg, steps: int) -> dict:
 
 def variants(cfg) -> list[tuple[str, object]]:
     """(label, config) for each measured variant."""
-    from .runtime import pick_device, pick_dtype
-
     device, _ = pick_device(cfg.train.device)
     half, _ = pick_dtype("auto", device)
     half = half if half != "fp32" else "bf16"  # no native half precision: still show what bf16 does
@@ -199,15 +193,14 @@ def variants(cfg) -> list[tuple[str, object]]:
         ("fp32", replace(tc, dtype="fp32", activation_checkpointing="none")),
         (half, replace(tc, dtype=half, activation_checkpointing="none")),
         (f"{half} + act. ckpt", replace(tc, dtype=half, activation_checkpointing="blocks")),
-        (f"{half}, micro {small} × {tc.batch_size // small} accum", replace(tc, dtype=half, activation_checkpointing="none", micro_batch_size=small)),
+        (f"{half}, micro {small} × {tc.batch_size // small} accum",
+         replace(tc, dtype=half, activation_checkpointing="none", micro_batch_size=small)),
     ]
     return [(label, replace(cfg, train=t)) for label, t in out]
 
 
 def measure_in_subprocess(cfg, steps: int) -> dict:
     """A fresh process per variant, so one variant's peak cannot hide another's."""
-    from ..config import to_dict
-
     payload = json.dumps({"config": to_dict(cfg), "steps": steps})
     proc = subprocess.run([sys.executable, "-m", "scratchlm.train.memory", "--_worker"], input=payload,
                           capture_output=True, text=True, env={**os.environ, "WORLD_SIZE": "1", "RANK": "0"})
@@ -218,8 +211,6 @@ def measure_in_subprocess(cfg, steps: int) -> dict:
 
 
 def _worker() -> int:
-    from ..config import from_dict
-
     job = json.loads(sys.stdin.read())
     print(json.dumps(measure_variant(from_dict(job["config"]), job["steps"])))
     return 0

@@ -14,7 +14,8 @@ import math
 import torch
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], device_type: str):
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
+                   device_type: str):
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]  # matmul weights and embeddings
     no_decay = [p for p in params if p.dim() < 2]  # biases and LayerNorm gains

@@ -58,7 +58,22 @@ def cpu_has_bf16() -> bool:
 
 def pick_device(name: str, local_rank: int = 0) -> tuple[torch.device, str]:
     if name != "auto":
-        return torch.device(name), "chosen with --train.device"
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ScratchLMError(f"--train.device {name!r} is not a device (auto, cpu, cuda, cuda:N or mps)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ScratchLMError(f"--train.device {name}: no CUDA GPU is available here; "
+                                 "use --train.device auto or cpu")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ScratchLMError(f"--train.device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                                 f"numbered from 0")
+        mps = getattr(torch.backends, "mps", None)
+        if device.type == "mps" and not (mps and mps.is_available()):
+            raise ScratchLMError(f"--train.device {name}: no Apple GPU (MPS) is available here; use auto or cpu")
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise ScratchLMError(f"--train.device {name}: scratchlm trains on cpu, cuda or mps")
+        return device, "chosen with --train.device"
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank), f"CUDA GPU found ({torch.cuda.get_device_name(local_rank)})"
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -113,7 +128,8 @@ def tune_cpu_allocator() -> str:
     try:
         libc = ctypes.CDLL(name)
         M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4  # from <malloc.h>
-        ok = libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1) and libc.mallopt(M_TOP_PAD, 64 << 20)
+        ok = (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+              and libc.mallopt(M_TOP_PAD, 64 << 20))
     except (OSError, AttributeError):
         return "mallopt unavailable: left alone"
     _ALLOCATOR_TUNED = bool(ok)
@@ -195,7 +211,8 @@ def fsdp_wrap(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
     if rt.dtype == "fp32":
         mp = MixedPrecisionPolicy()
     else:
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if rt.dtype == "bf16" else torch.float16, reduce_dtype=torch.float32)
+        half = torch.bfloat16 if rt.dtype == "bf16" else torch.float16
+        mp = MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32)
     for block in model.transformer.h:
         fully_shard(block, mp_policy=mp)
     fully_shard(model, mp_policy=mp)
@@ -226,7 +243,8 @@ def fsdp_full_state(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
         n = 0
         groups = []
         for g in optimizer.param_groups:
-            groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": list(range(n, n + len(g["params"])))})
+            settings = {k: v for k, v in g.items() if k != "params"}
+            groups.append({**settings, "params": list(range(n, n + len(g["params"])))})
             n += len(g["params"])
         return msd, {"state": {}, "param_groups": groups}
     osd = get_optimizer_state_dict(model, optimizer, options=opts)
