@@ -75,7 +75,7 @@ def test_one_tokenizer_shared_by_threads(tok, monkeypatch):
 
     def work(k: int) -> None:
         try:
-            for n in range(40):
+            for n in range(100):  # the old encoder raised KeyError within 100 calls
                 t = (k + n) % len(texts)
                 if shared.encode(texts[t]) != want[t]:
                     raise AssertionError(f"thread {k}: wrong ids for text {t}")
@@ -274,13 +274,13 @@ def test_batch_merges_work_in_bounded_pieces(tok, monkeypatch):
 
 def test_memory_of_encoding_grows_like_its_output(tok):
     # Working memory beyond the returned ids stays within a small factor of the text:
-    # measured with tracemalloc on 200 kB of unique chunks (benchmarks/bench_tokenizer.py
+    # measured with tracemalloc on 100 kB of unique chunks (benchmarks/bench_tokenizer.py
     # measures 4 MB).
-    text = "".join(map(word, range(1, 33_000)))
+    text = "".join(map(word, range(1, 17_000)))
     fresh = BPETokenizer.from_dict(tok.to_dict())
     tracemalloc.start()
     ids = fresh.encode(text)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 150 * len(text), f"{peak / len(text):.0f} bytes per character of text"
-    assert len(ids) > 30_000
+    assert len(ids) > 15_000
