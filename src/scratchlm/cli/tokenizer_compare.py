@@ -84,5 +84,6 @@ def run(args) -> int:
     if comp.panel:
         print("\n## Unknown words\n")
         print(panel_markdown(comp))
-    print(f"\n{len(comp.rows)} rows in {time.perf_counter() - t0:.0f} s; wrote " + ", ".join(str(p) for p in paths.values()))
+    written = ", ".join(str(p) for p in paths.values())
+    print(f"\n{len(comp.rows)} rows in {time.perf_counter() - t0:.0f} s; wrote {written}")
     return 0

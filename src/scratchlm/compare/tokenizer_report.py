@@ -163,6 +163,10 @@ def plot(comp: Comparison, path: Path) -> None:
                   markersize=11 if key in ONCE else 6)
         ax1.plot(xs, [r.bytes_per_token for r in rows], **kw)
         ax2.plot(xs, [100 * r.unk_rate for r in rows], **kw)
+    word = sorted((r for r in comp.rows if r.key == "word"), key=lambda r: r.vocab_size)
+    if word:  # its bytes per token looks best only because every unknown word costs one <unk>
+        ax1.text(0.02, 0.97, "word-level: each unknown word\nis one <unk> token: its text\nis lost, not compressed",
+                 transform=ax1.transAxes, va="top", fontsize=7, color=STYLE["word"][0])
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("vocabulary size (log scale)")

@@ -344,7 +344,7 @@ def build_sentencepiece(docs: list[str], vocab_size: int, model_type: str, defau
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     size = sp.get_piece_size()
     if size < vocab_size:
-        note = "; ".join(filter(None, [note, f"asked for {vocab_size}, the corpus gave {size}"]))
+        note = "; ".join(filter(None, [note, f"asked for {vocab_size}, the training text gave {size}"]))
     unk = sp.unk_id()
 
     def pieces(s: str) -> list[str]:  # an unknown piece prints as the text it replaced: show <unk> instead
@@ -377,7 +377,7 @@ def build_huggingface(docs: list[str], vocab_size: int) -> Candidate:
     return Candidate(
         key="hf-bpe", vocab_size=size, train_seconds=secs,
         encode=lambda s: tok.encode(s).ids, decode=lambda ids: tok.decode(list(ids)), pieces=pieces, unk_id=None,
-        note=f"asked for {vocab_size}, the corpus gave {size}" if size < vocab_size else "",
+        note=f"asked for {vocab_size}, the training text gave {size}" if size < vocab_size else "",
     )
 
 
@@ -456,9 +456,10 @@ def words_of(text: str) -> list[str]:
     return WORD.findall(text)
 
 
-def round_trip_failure(c: Candidate, text: str) -> str:
-    """'' when decode(encode(text)) == text; else the first failing line, as 'in -> out'."""
-    out = c.decode(c.encode(text))
+def round_trip_failure(c: Candidate, text: str, ids: list[int] | None = None) -> str:
+    """'' when decode(encode(text)) == text; else the first failing line, as 'in -> out'.
+    `ids`: the encoding of `text` when the caller has it already."""
+    out = c.decode(c.encode(text) if ids is None else ids)
     if out == text:
         return ""
     i = next((k for k, (a, b) in enumerate(zip(text, out)) if a != b), min(len(text), len(out)))
@@ -484,7 +485,7 @@ def measure(c: Candidate, heldout: str, requested: int | None, unseen_words: flo
     secs = time.perf_counter() - t0
     n = max(1, len(ids))
     unk = sum(1 for i in ids if i == c.unk_id) if c.unk_id is not None else 0
-    failure = round_trip_failure(c, heldout) or round_trip_failure(c, probe)
+    failure = round_trip_failure(c, heldout, ids) or round_trip_failure(c, probe)
     return Row(
         key=c.key, tokenizer=KINDS[c.key], requested_vocab=requested, vocab_size=c.vocab_size,
         used_ids=len(set(ids)), train_seconds=None if c.train_seconds is None else round(c.train_seconds, 3),
