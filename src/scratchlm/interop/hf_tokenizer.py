@@ -18,7 +18,7 @@ bytes first; a `tokenizers`-trained vocabulary starts with its special tokens), 
 conversion also returns `ids`: Hugging Face id -> our id. When a vocabulary is already
 in our order (any tokenizer we exported) that list is the identity and the ids are
 identical; otherwise importing a model permutes its embedding rows by it, so the same
-text still gives the same logits.
+text still gives the same logits. An id no token uses becomes a reserved special token.
 
 What cannot be expressed as our BPE is refused with a one-line reason: another model
 type (WordPiece, Unigram), a normaliser, a prefix space, a pre-tokenizer other than a
@@ -141,13 +141,20 @@ def convert(vocab: dict[str, int], merges: list[tuple[str, str]], added: dict[st
         ours[token] = 256 + r
         pairs.append((ours[left], ours[right]))
     everything = {**vocab, **added}
+    if len(set(everything.values())) != len(everything):
+        raise ScratchLMError(f"{where}: two tokens share an id")
+    # Ids nobody uses (cl100k has a hole at 100256) become reserved special tokens, so every
+    # id up to the largest keeps its place (and its embedding row on import).
+    used = set(everything.values())
+    for i in range(max(used) + 1):
+        if i not in used:
+            everything[f"<|reserved_{i}|>"] = i
     # Whatever no byte or merge makes is a special token (GPT-2's <|endoftext|>), kept in id order.
     specials = sorted((i, s) for s, i in everything.items() if s not in ours)
     tok = BPETokenizer(pairs, pattern=pattern, special_tokens=[s for _, s in specials])
     for s, our_id in tok.special_tokens.items():
         ours[s] = our_id
-    hf_ids = sorted(everything.values())
-    if hf_ids != list(range(len(hf_ids))) or len(everything) != tok.vocab_size:
+    if min(used) < 0 or len(everything) != tok.vocab_size:
         raise ScratchLMError(f"{where}: token ids are not 0..{len(everything) - 1}, each used once")
     ids = [0] * len(everything)
     for s, i in everything.items():
