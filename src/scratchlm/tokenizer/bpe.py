@@ -53,6 +53,14 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 class DisallowedSpecialTokenError(ScratchLMError, ValueError):
     """Text contained a special token's string, and the caller did not say what it means."""
 
+    def __init__(self, token: str):
+        self.token = token
+        super().__init__(f"the text contains the special token {token!r}. If it is meant as that token, pass "
+                         f"allowed_special={{{token!r}}}; if it is ordinary text, pass disallowed_special=()")
+
+    def __reduce__(self):  # raised in a worker process, it crosses back by its token
+        return DisallowedSpecialTokenError, (self.token,)
+
 
 class BPETokenizer:
     """A byte-level BPE tokenizer: 256 byte tokens, the learned merges, special tokens.
@@ -211,9 +219,7 @@ class BPETokenizer:
                       else self._special_set(disallowed_special, "disallowed_special"))
         for s in disallowed:
             if s in text:
-                raise DisallowedSpecialTokenError(
-                    f"the text contains the special token {s!r}. If it is meant as that token, pass "
-                    f"allowed_special={{{s!r}}}; if it is ordinary text, pass disallowed_special=()")
+                raise DisallowedSpecialTokenError(s)
         return allowed
 
     def _special_set(self, value, name: str) -> set[str]:
