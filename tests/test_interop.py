@@ -109,7 +109,11 @@ def test_export_bf16_and_generation_config(tmp_path, tok):
     assert gen["do_sample"] and gen["eos_token_id"] == tok.special_tokens["<|endoftext|>"]
     with pytest.raises(ScratchLMError, match="not empty"):
         export_hf(tmp_path / "run", out)
-    export_hf(tmp_path / "run", out, overwrite=True)
+    export_hf(tmp_path / "run", out, overwrite=True)  # an earlier export is replaced ...
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ScratchLMError, match="notes.txt"):  # ... but nothing else is removed
+        export_hf(tmp_path / "run", out, overwrite=True)
+    assert (out / "notes.txt").exists() and (out / "model.safetensors").exists()
 
 
 @pytest.mark.parametrize("options, named", [

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import math
 import pickle
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -55,6 +54,7 @@ from ..tokenizer.bpe import BPETokenizer
 from ..tokenizer.export import save_huggingface
 from ..train import checkpoint as ckpt
 from ..train.optim import make_optimizer
+from ..train.run_folder import RunFolder
 from .hf_tokenizer import read_hf_tokenizer
 
 NORM_EPS = 1e-5  # our LayerNorm and RMSNorm epsilon (model/norm.py)
@@ -287,8 +287,8 @@ tags: [scratchlm, text-generation]
 ---
 # {folder_name}
 
-A language model trained from scratch with [scratchlm](https://github.com/), exported by
-`scratchlm export`. The weights are the run's own: logits agree with scratchlm's to 1e-4 (fp32).
+A language model trained from scratch with scratchlm and exported by `scratchlm export`.
+The weights are the run's own: in fp32 the logits agree with scratchlm's to 1e-4.
 
 | | |
 |---|---|
@@ -304,14 +304,24 @@ print(tok.decode(model.generate(ids, max_new_tokens=50, do_sample=False)[0]))
 """
 
 
+EXPORT_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                "tokenizer_config.json", "README.md")
+
+
 def _fresh_folder(out: Path, overwrite: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    """Make `out` ready for an export. --overwrite replaces an earlier export's files, nothing else."""
+    if out.exists() and not out.is_dir():
+        raise ScratchLMError(f"--out {out} is a file, not a folder")
+    names = sorted(e.name for e in out.iterdir()) if out.is_dir() else []
+    if names:
         if not overwrite:
             raise ScratchLMError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
-        if not out.is_dir():
-            out.unlink()
-        else:
-            shutil.rmtree(out)
+        others = [n for n in names if n not in EXPORT_FILES]
+        if others:
+            raise ScratchLMError(f"--overwrite: {out} also holds {', '.join(others[:3])}, which an export does not "
+                                 "write; move it away or choose another --out")
+        for n in names:
+            (out / n).unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -481,19 +491,23 @@ def import_hf(src: str | Path, out: str | Path, *, overrides: list[str] | None =
 
 
 def write_run(out: Path, model: GPT, tok, cfg, overwrite: bool = False, source: str = "") -> None:
-    """A run folder as training writes it: config.json, tokenizer.json and a step-0 checkpoint
-    (with a fresh optimizer state, so `train --resume` starts from these weights)."""
-    if (out / "config.json").exists() or (out / "checkpoints").exists() or (out.exists() and not out.is_dir()):
-        if not overwrite:
-            raise ScratchLMError(f"{out} already holds a run; choose another --out or pass --overwrite")
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
-    save_tokenizer(tok, out / "tokenizer.json")
-    tc = cfg.train
-    optimizer, _ = make_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), "cpu")
-    state = {"step": 0, "best_val": float("inf"), "warmup_end_progress": 0.0, "train_time": 0.0, "guard": {},
-             "config": to_dict(cfg), "tokenizer_hash": tokenizer_hash(tok), "data_position": {"step": 0, "skip": 0},
-             "imported_from": source}
-    folder = out / "checkpoints" / "step_0000000"
-    ckpt.save_checkpoint(folder, ckpt.plain_state_dict(model), optimizer.state_dict(), state)
+    """A run folder as training writes it: marker, config.json, tokenizer.json and a step-0 checkpoint
+    (with a fresh optimizer state, so `train --resume` starts from these weights). The folder is
+    claimed as training claims it: `overwrite` replaces only a run, and a failure removes what was written."""
+    folder = RunFolder(out)
+    folder.claim(resume=False, overwrite=overwrite)
+    try:
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+        save_tokenizer(tok, out / "tokenizer.json")
+        tc = cfg.train
+        optimizer, _ = make_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), "cpu")
+        state = {"step": 0, "best_val": float("inf"), "warmup_end_progress": 0.0, "train_time": 0.0, "guard": {},
+                 "config": to_dict(cfg), "tokenizer_hash": tokenizer_hash(tok),
+                 "data_position": {"step": 0, "skip": 0}, "imported_from": source}
+        ckpt.save_checkpoint(out / "checkpoints" / "step_0000000", ckpt.plain_state_dict(model),
+                             optimizer.state_dict(), state)
+    except BaseException:
+        folder.abandon()
+        raise
+    finally:
+        folder.release()
