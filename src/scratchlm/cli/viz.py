@@ -30,7 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     kinds = p.add_subparsers(dest="kind", metavar="FIGURE", required=True)
     for kind, text in KINDS.items():
         k = kinds.add_parser(kind, help=text, description=text, allow_abbrev=False)
-        k.add_argument("run", metavar="RUN", help="a run folder (or a checkpoint folder inside one)")
+        k.add_argument("path", metavar="RUN", help="a run folder (or a checkpoint folder inside one)")
         k.add_argument("--out", help="folder for the figures (default: RUN/figures)")
         if kind in ("qkv", "attention", "sampling", "all"):
             k.add_argument("--prompt", help="the text to look at (default: the run's probe prompt, or a line of "
@@ -62,7 +62,7 @@ def run(args, rest: list[str]) -> int:
     no_extra_args(rest)
     from ..viz import figures  # matplotlib: loaded only when a figure is drawn
 
-    path = Path(args.run)
+    path = Path(args.path)
     if not path.exists():
         raise ScratchLMError(f"{path} does not exist")
     out = Path(args.out) if args.out else None

@@ -239,7 +239,9 @@ def attention_grid(run, prompt: str, out_dir: str | Path = "figures") -> list[Pa
     run = as_run(run)
     ids = encode(run, prompt)
     maps = attention_maps(run.model, ids)
-    title = f"Where each token looks: attention of every head on the prompt — {run_name(run)}"
+    shown = prompt.replace("\n", "↵") if len(prompt) <= 60 else prompt[:59].replace("\n", "↵") + "…"
+    title = (f"Where each token looks: attention of every head — {run_name(run)}\n"
+             f"prompt “{shown}” ({len(ids)} tokens): row i = query token i, column j = key token j")
     return save(make_attention_grid(maps, token_labels(run.tokenizer, ids), title), out_dir, "attention_grid")
 
 
@@ -284,8 +286,7 @@ def make_filmstrip(snaps: Snapshots, title: str, max_frames: int = 8):
     L, H, T = snaps.n_layer, snaps.n_head, snaps.maps.shape[-1]
     fig = new_figure((8.3, 0.6 + rows * 8.3 / cols * L / H * 0.95))
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    cmap = matplotlib.colormaps[ATTN_CMAP].copy()
-    cmap.set_bad("white")
+    cmap = matplotlib.colormaps[ATTN_CMAP].with_extremes(bad="white")  # the gaps between maps
     for ax, i in zip(axes, idx):
         im = ax.imshow(_mosaic(snaps.maps[i]), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
         _frame_axes(ax, L, H, T)
@@ -332,8 +333,7 @@ def evolution_gif(snaps: Snapshots, path: Path, title: str, fps: float = 2.0) ->
     L, H, T = snaps.n_layer, snaps.n_head, snaps.maps.shape[-1]
     fig = new_figure((5.0, 0.9 + 4.2 * L / H))
     ax = fig.add_subplot()
-    cmap = matplotlib.colormaps[ATTN_CMAP].copy()
-    cmap.set_bad("white")
+    cmap = matplotlib.colormaps[ATTN_CMAP].with_extremes(bad="white")  # the gaps between maps
     im = ax.imshow(_mosaic(snaps.maps[0]), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     _frame_axes(ax, L, H, T)
     ax.set_xlabel("head")

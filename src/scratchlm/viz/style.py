@@ -19,7 +19,8 @@ DPI = 150  # PNG resolution: sharp when printed at half a page
 
 plt.rcParams.update({
     "font.size": 8, "axes.titlesize": 8.5, "axes.labelsize": 8, "xtick.labelsize": 6.5, "ytick.labelsize": 6.5,
-    "legend.fontsize": 7, "figure.titlesize": 10, "svg.fonttype": "none",  # SVG text stays text
+    "legend.fontsize": 7, "figure.titlesize": 10,
+    "svg.fonttype": "path",  # SVG text as outlines: the same glyphs (␣, ↵) wherever it is shown, PDF included
     "axes.spines.top": False, "axes.spines.right": False,
 })
 
