@@ -39,9 +39,13 @@ def run_dir(tmp_path_factory):
     cfg = build_config("tiny", overrides={
         "data.path": str(folder / "plays.txt"), "data.vocab_size": 300, "model.n_layer": 2, "model.n_head": 2,
         "model.n_embd": 32, "model.block_size": 32, "train.batch_size": 8, "train.max_steps": 30,
-        "train.eval_interval": 15, "train.eval_tokens": 2048, "train.warmup_steps": 5, "sample.num_samples": 0})
+        "train.eval_interval": 15, "train.eval_tokens": 2048, "train.warmup_steps": 5, "sample.num_samples": 0,
+        "viz.tensorboard": False})
     run = folder / "run"
-    run_training(cfg, run, overwrite=True, events=live.attach(None, quiet=True))
+    events = live.attach(None, quiet=True)
+    viz_live = pytest.importorskip("scratchlm.viz.live")
+    viz_live.attach(events, cfg.viz, say=lambda m: None)  # attention snapshots and figures, as `scratchlm train` does
+    run_training(cfg, run, overwrite=True, events=events)
     return run
 
 
@@ -63,6 +67,7 @@ def test_pdf_has_every_chapter_and_the_runs_numbers(run_dir, tmp_path):
     assert f"{facts.vocab_size:,}" in text and facts.vocab_size == 300
     assert facts.run_dir.name in text
     assert 12 <= pages <= 80 and result["pages"] == pages
+    assert "What formed when" in text  # the attention snapshots recorded during training
     # the real source code, read from the installed package
     assert "def scaled_dot_product_attention" in text and "def train_naive" in text
 
@@ -78,9 +83,12 @@ def test_html_is_self_contained_with_every_figure(run_dir, tmp_path):
 
 
 def test_missing_parts_are_named_with_their_command(run_dir, tmp_path):
-    result = build_report(run_dir, tmp_path / "guide.pdf", samples=False, memory="skip")
+    bare = tmp_path / "bare"  # trained without attention snapshots (and so without their figures)
+    shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("attention", "figures"))
+    result = build_report(bare, tmp_path / "guide.pdf", samples=False, memory="skip")
     text, _ = pdf_text(tmp_path / "guide.pdf")
     assert "Not in this guide yet" in text
+    assert "attention snapshots" in text and "--viz.snapshots true" in text
     assert "scratchlm finetune --init-from" in text  # not fine-tuned
     assert "scratchlm tokenizer compare" in text  # no comparison folder
     assert "scratchlm memory" in text  # memory skipped
@@ -102,13 +110,16 @@ def test_tool_results_in_the_folder_fill_their_parts(run_dir, tmp_path):
     (run / "tokenizer-compare").mkdir()
     (run / "tokenizer-compare" / "results.csv").write_text(
         "tokenizer,vocab,bytes_per_token,unknown_rate\nours (gpt4),1024,3.1,0\nword-level,1024,4.2,0.071\n")
-    (run / "eval_questions.json").write_text(json.dumps(
-        {"accuracy": 0.75, "baseline": 0.2, "by_type": {"who speaks first": 0.95}, "baseline_by_type": {"who speaks first": 0.3},
-         "examples": [{"question": "Who speaks first?", "answer": "ROMEO", "expected": "ROMEO"}]}))
+    (run / "finetune.json").write_text(json.dumps({"base_checkpoint": "runs/base/checkpoints/best", "examples": 800}))
+    (run / "eval_questions.json").write_text(json.dumps({  # evaluate_run's result, its Scores as dicts
+        "model": {"correct": {"first_speaker": 19, "next_line": 3}, "total": {"first_speaker": 20, "next_line": 20}},
+        "majority": {"correct": {"first_speaker": 6, "next_line": 0}, "total": {"first_speaker": 20, "next_line": 20}},
+        "examples": [["Who speaks first?", "ROMEO", "ROMEO"]]}))
     build_report(run, tmp_path / "guide.pdf", samples=False)
     text, _ = pdf_text(tmp_path / "guide.pdf")
     assert "word-level" in text and "0.071" in text
-    assert "who speaks first" in text and "95%" in text and "75%" in text
+    assert "first_speaker" in text and "95.0%" in text and "55.0%" in text and "30.0%" in text
+    assert "runs/base/checkpoints/best" in text
 
 
 @pytest.mark.parametrize("make", ["missing", "no_config", "corrupt_config", "a_file"])
@@ -162,3 +173,16 @@ def test_text_with_typst_markup_characters_is_printed_as_is(tmp_path):
     typst.compile(str(src), output=str(tmp_path / "t.pdf"), root=str(tmp_path))
     text, _ = pdf_text(tmp_path / "t.pdf")
     assert "#let x = 1 $x^2$" in text and "@ref <label>" in text
+
+
+def test_markdown_from_other_commands_becomes_blocks():
+    from scratchlm.report.doc import Bullets, from_markdown
+
+    md = ("Tokenizers on **the plays**.\n\n| tokenizer | bytes/token |\n|---|---:|\n| ours \\| gpt4 | 3.10 |\n"
+          "| word | 4.20 |\n\n- a *note*\n- another\n\n## Unknown words\n")
+    blocks = from_markdown(md)
+    assert [type(b).__name__ for b in blocks] == ["Para", "Table", "Bullets", "Para"]
+    table = blocks[1]
+    assert table.header == ["tokenizer", "bytes/token"] and table.align == "lr"
+    assert table.rows == [["ours | gpt4", "3.10"], ["word", "4.20"]]
+    assert isinstance(blocks[2], Bullets) and blocks[3].text == "**Unknown words**"

@@ -46,12 +46,14 @@ def build_document(facts: Facts, ctx: Context) -> Document:
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, fmt: str | None = None, *,
                  samples: bool = True, memory: str = "estimate", compare_dir: str | Path | None = None,
-                 ablation_dir: str | Path | None = None, say: Callable[[str], None] = lambda m: None) -> dict:
+                 ablation_dir: str | Path | None = None, evaluate: bool = False,
+                 say: Callable[[str], None] = lambda m: None) -> dict:
     """Write the guide for a run folder. Returns {"path", "pages" (PDF only), "missing", "figures"}.
 
     `fmt` is taken from `out`'s suffix when not given (default: pdf, written as RUN/guide.pdf).
     `memory`: "measure" runs `scratchlm memory`'s measurement (cached in RUN/report/), "estimate" uses the
-    formula (and a cached measurement if there is one), "skip" leaves it out.
+    formula (and a cached measurement if there is one), "skip" leaves it out. `evaluate`: score a fine-tuned
+    run on the held-out questions when RUN/eval_questions.json is not there yet (minutes on a CPU).
     """
     if fmt is None:
         fmt = Path(out).suffix.lstrip(".").lower() if out and Path(out).suffix else "pdf"
@@ -65,7 +67,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, fmt: str | 
         build = Path(tmp)
         ctx = Context(build, say=say, samples=samples, memory=memory,
                       compare_dir=Path(compare_dir) if compare_dir else None,
-                      ablation_dir=Path(ablation_dir) if ablation_dir else None)
+                      ablation_dir=Path(ablation_dir) if ablation_dir else None, evaluate=evaluate)
         doc = build_document(facts, ctx)
         for i, fig in enumerate(doc.figures()):  # every image next to the source, under a unique name
             if fig.path.parent != build or fig.path.name.startswith("fig"):

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .doc import Block, Bullets, Code, Figure, Heading, Math, Note, Para, Table
-from .facts import Facts, parameter_table, source_of, token_pieces
+from ..errors import ScratchLMError
+from .doc import Block, Bullets, Code, Figure, Heading, Math, Note, Para, Table, from_markdown
+from .facts import Facts, class_excerpt, parameter_table, source_of, token_pieces
 from .figures import block_diagram, training_curves
 
 
@@ -30,6 +31,7 @@ class Context:
     memory: str = "estimate"  # "measure" (a few real steps per variant, cached), "estimate" or "skip"
     compare_dir: Path | None = None  # a `scratchlm tokenizer compare` output folder
     ablation_dir: Path | None = None  # a `scratchlm ablate` output folder
+    evaluate: bool = False  # score a fine-tuned run on the held-out questions when it has no scores yet
     notes: list[str] = field(default_factory=list)  # what is missing, for the command's summary
 
     def figure(self, name: str) -> Path:
@@ -124,6 +126,7 @@ def chapter_tokenization(facts: Facts, ctx: Context) -> list[Block]:
                  "need be, so no text is ever unknown:"),
             Table(["word", "tokens", "count"], splits, caption="Sample words, split by this run's tokenizer.",
                   align="llr")]
+    out += viz_figures(facts, ctx, "tokens", quiet=True)
     out += compare_part(facts, ctx)
     out += [Heading("Why BPE beats word-level tokenizers on unknown words", 2),
             Para("A word-level tokenizer keeps the N most frequent training words and maps every other word to one "
@@ -136,19 +139,27 @@ def chapter_tokenization(facts: Facts, ctx: Context) -> list[Block]:
 
 
 def compare_part(facts: Facts, ctx: Context) -> list[Block]:
-    """The table of `scratchlm tokenizer compare`, when its output folder is there."""
+    """The report of `scratchlm tokenizer compare` (report.md, plot.png), when its output folder is there."""
     out: list[Block] = [Heading("Tokenizers compared", 2)]
     folder = ctx.compare_dir or _first_dir(facts.run_dir, ("tokenizer-compare", "tokenizer_compare", "compare"))
-    table = read_table(folder) if folder else None
-    if table is None:
-        return out + [missing(ctx, "the tokenizer comparison table (SentencePiece, tiktoken, word-level and ours)",
-                              f"scratchlm tokenizer compare --out {facts.run_dir / 'tokenizer-compare'}")]
-    header, rows = table
-    out.append(Table(header, rows, caption=f"Tokenizers measured on held-out text ({folder.name}/).",
-                     align="l" + "r" * (len(header) - 1)))
-    for name in ("compare.svg", "bytes_per_token.svg", "plot.svg", "compare.png", "plot.png"):
+    command = f"scratchlm tokenizer compare --quick --out {facts.run_dir / 'tokenizer-compare'}"
+    if folder and (folder / "report.md").exists():
+        blocks = from_markdown((folder / "report.md").read_text(encoding="utf-8"), max_tables=5)
+        tables = [b for b in blocks if isinstance(b, Table)]
+        for i, b in enumerate(tables):  # the first is the measurements, the others the unknown-words panel
+            b.caption = b.caption or ("Tokenizers measured on held-out text." if i == 0 else
+                                      "How each tokenizer splits a word that the word-level vocabulary lacks.")
+        out += blocks
+    elif folder and (table := read_table(folder)) is not None:
+        header, rows = table
+        out.append(Table(header, rows, caption=f"Tokenizers measured on held-out text ({folder.name}/).",
+                         align="l" + "r" * (len(header) - 1)))
+    else:
+        return out + [missing(ctx, "the tokenizer comparison table (SentencePiece, tiktoken, word-level and ours)", command)]
+    for name in ("plot.svg", "plot.png"):
         if (folder / name).exists():
-            out.append(Figure(folder / name, "Bytes per token and unknown-token rate against vocabulary size."))
+            out.append(Figure(folder / name, "Bytes per token and unknown-token rate against vocabulary size "
+                                             "(`scratchlm tokenizer compare`)."))
             break
     return out
 
@@ -214,7 +225,10 @@ def chapter_attention(facts: Facts, ctx: Context) -> list[Block]:
 # --- 3 Transformer block --------------------------------------------------------------
 
 def chapter_block(facts: Facts, ctx: Context) -> list[Block]:
-    mc = facts.config.get("model", {})
+    mc = dict(facts.config.get("model", {}))
+    if facts.run is not None and hasattr(facts.run.model.config, "ff_width"):
+        width = facts.run.model.config.ff_width
+        mc["ff_dim"] = width() if callable(width) else width  # the real hidden width (0 in the config: default)
     out: list[Block] = [
         Heading("The transformer block and the GPT stack"),
         Para("A GPT is a stack of identical *blocks* on a *residual stream*: the token's vector flows straight "
@@ -261,22 +275,37 @@ def chapter_block(facts: Facts, ctx: Context) -> list[Block]:
                 Para("The classes below are read from the installed package with `inspect.getsource`: they are "
                      "exactly what trained this run."),
                 Code(source_of(attn), caption=f"Multi-head attention, `{attn.__module__}.{attn.__name__}`."),
-                Code(source_of(type(run.model)), caption=f"The model, `{type(run.model).__module__}.GPT`.")]
+                Code(class_excerpt(type(run.model), ("__init__", "forward")),
+                     caption=f"The model, `{type(run.model).__module__}.{type(run.model).__name__}`: building the "
+                             "stack and the forward pass (its other methods serve the KV cache and the fast decoder).")]
     return out
 
 
 def ablation_part(facts: Facts, ctx: Context) -> list[Block]:
+    """The results of `scratchlm ablate` (a Markdown report or a CSV, and its plots), when the folder is there."""
     folder = ctx.ablation_dir or _first_dir(facts.run_dir, ("ablation", "ablate"))
-    table = read_table(folder) if folder else None
-    if table is None:
+    md = next((folder / n for n in ("report.md", "results.md", "ablation.md") if (folder / n).exists()), None) \
+        if folder else None
+    table = read_table(folder) if folder and md is None else None
+    if md is None and table is None:
         return [missing(ctx, "the ablation (the guide's block against ours, trained for the same time)",
                         f"scratchlm ablate --preset tiny --budget 60 --change model.norm_position=post "
                         f"--change model.mlp=relu --out {facts.run_dir / 'ablation'}")]
-    header, rows = table
-    out: list[Block] = [Table(header, rows, caption=f"Ablation: each change trained for the same time ({folder.name}/).",
-                              align="l" + "r" * (len(header) - 1))]
-    for f in sorted(folder.glob("*.svg")) or sorted(folder.glob("*.png")):
-        out.append(Figure(f, f"Ablation: {f.stem.replace('_', ' ')}."))
+    out: list[Block] = [Para(f"Each change below was trained for the same time on the same data and seed as the "
+                             f"baseline (`scratchlm ablate`, results in `{folder}`):")]
+    if md is not None:
+        blocks = from_markdown(md.read_text(encoding="utf-8"), max_tables=3)
+        for b in blocks:
+            if isinstance(b, Table) and not b.caption:
+                b.caption = "Ablation: each change against the baseline, same time budget."
+        out += blocks
+    else:
+        header, rows = table
+        out.append(Table(header, rows, caption="Ablation: each change against the baseline, same time budget.",
+                         align="l" + "r" * (len(header) - 1)))
+    figs = sorted(folder.glob("*.svg")) or sorted(folder.glob("*.png"))
+    for f in figs[:4]:
+        out.append(Figure(f, f"Ablation: {f.stem.replace('_', ' ')} (`scratchlm ablate`)."))
     return out
 
 
@@ -408,8 +437,42 @@ def chapter_evolution(facts: Facts, ctx: Context) -> list[Block]:
              "the head that continues a pattern it has seen). Early heads look everywhere; specialised heads "
              "form as the loss drops."),
     ]
-    out += viz_figures(facts, ctx, "evolution")
+    figs = viz_figures(facts, ctx, "evolution")
+    out += figs
+    if any(isinstance(b, Figure) for b in figs):
+        out += formed_when(facts)
     return out
+
+
+FORMED = [("prev_token", "previous-token head", 0.5), ("induction", "induction head", 0.3),
+          ("first_token", "attention sink (first token)", 0.5)]
+
+
+def formed_when(facts: Facts) -> list[Block]:
+    """For each kind of head: the strongest one at the end, and the first snapshot where some head passed a bar."""
+    snapshots = optional("scratchlm.viz.snapshots")
+    if snapshots is None:
+        return []
+    snaps = snapshots.load_snapshots(facts.run_dir)
+    rows = []
+    for key, label, bar in FORMED:
+        m = snaps.metrics.get(key)
+        if m is None:
+            continue
+        best = m[-1].reshape(-1).argmax()
+        layer, head = divmod(int(best), m.shape[2])
+        above = [int(step) for step, v in zip(snaps.steps, m.max(axis=(1, 2))) if v >= bar]
+        rows.append([label, f"layer {layer}, head {head}", f"{m[-1, layer, head]:.2f}",
+                     f"step {above[0]:,}" if above else f"not yet (best {m.max():.2f})"])
+    ent = snaps.metrics.get("entropy")
+    text = (f"Mean attention entropy went from {ent[0].mean():.2f} at step {int(snaps.steps[0]):,} to "
+            f"{ent[-1].mean():.2f} at step {int(snaps.steps[-1]):,} (1 = attention spread evenly): "
+            + ("the heads became more selective." if ent[-1].mean() < ent[0].mean() else "the heads did not sharpen yet.")
+            if ent is not None and len(snaps.steps) else "")
+    return [Table(["kind of head", "strongest at the end", "score", f"first snapshot with a head above the bar"],
+                  rows, caption=f"What formed when, over {len(snaps.steps)} snapshots (bars: previous token 0.5, "
+                                "induction 0.3, first token 0.5).", align="llrl"),
+            Para(text)] if rows else []
 
 
 # --- 6 Generation ---------------------------------------------------------------------
@@ -454,47 +517,84 @@ def chapter_questions(facts: Facts, ctx: Context) -> list[Block]:
              "the assistant's tokens only, so the model learns to answer rather than to ask, and a smaller "
              "learning rate keeps what pretraining taught (too much fine-tuning forgets it)."),
     ]
-    result = finetune_result(facts.run_dir)
-    if result is None:
+    info_path = facts.run_dir / "finetune.json"
+    if not info_path.exists():
         return out + [missing(ctx, "fine-tuning results (this run was not fine-tuned)",
                               f"scratchlm data questions --out data/questions\n"
                               f"scratchlm finetune --init-from {facts.run_dir} --data data/questions/train.jsonl "
                               f"--out {facts.run_dir}-qa\n"
                               f"scratchlm eval {facts.run_dir}-qa --task questions\n"
                               f"scratchlm report {facts.run_dir}-qa")]
-    header, rows, examples = result
-    out.append(Table(header, rows, caption="Exact-match accuracy on held-out questions.", align="l" + "r" * (len(header) - 1)))
-    for ex in examples[:4]:
-        out.append(Code(ex, lang="text"))
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        info = {}
+    rows = [[k.replace("_", " "), str(v)] for k, v in info.items() if isinstance(v, (str, int, float))][:14]
+    if rows:
+        out.append(Table(["", "this fine-tuning"], rows, caption="How this run was fine-tuned (finetune.json).", align="ll"))
+    result_path = facts.run_dir / EVAL_FILE
+    if not result_path.exists() and ctx.evaluate:
+        evaluate_questions(facts.run_dir, ctx.say)
+    result = None
+    if result_path.exists():
+        try:
+            result = eval_table(json.loads(result_path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            result = None
+    if result is None:
+        return out + [missing(ctx, "the held-out question scores of this fine-tuned run",
+                              f"scratchlm report {facts.run_dir} --evaluate   # scores them, saves {EVAL_FILE}")]
+    header, table_rows, examples = result
+    out.append(Table(header, table_rows, caption="Exact-match accuracy on questions from held-out plays.",
+                     align="lr" + "r" * (len(header) - 2)))
+    if examples:
+        out.append(Para("A few of them, as the model answered (greedy decoding):"))
+        out.append(Code("\n\n".join(examples[:5]), lang="text"))
     return out
 
 
-def finetune_result(run_dir: Path):
-    """(header, rows, example texts) from `scratchlm eval --task questions`'s results, or None."""
-    for name in ("eval_questions.json", "eval-questions.json", "eval/questions.json", "questions_eval.json"):
-        path = run_dir / name
-        if path.exists():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                return None
-            return summarize_eval(data)
-    return None
+EVAL_FILE = "eval_questions.json"  # the held-out question scores, saved in the run folder
 
 
-def summarize_eval(data: dict):
-    rows = []
-    by_type = data.get("by_type") or data.get("accuracy_by_type") or {}
-    base = data.get("baseline_by_type") or {}
-    for kind, acc in by_type.items():
-        rows.append([kind, f"{100 * acc:.0f}%" if isinstance(acc, (int, float)) else str(acc),
-                     f"{100 * base[kind]:.0f}%" if isinstance(base.get(kind), (int, float)) else ""])
-    if "accuracy" in data:
-        b = data.get("baseline")
-        rows.append(["**all**", f"**{100 * data['accuracy']:.0f}%**", f"{100 * b:.0f}%" if isinstance(b, (int, float)) else ""])
-    examples = [f"Q: {e.get('question', '')}\nA (model): {e.get('answer', e.get('prediction', ''))}\n"
-                f"A (expected): {e.get('expected', e.get('target', ''))}" for e in data.get("examples", [])]
-    return ["question type", "fine-tuned", "baseline"], rows, examples
+def evaluate_questions(run_dir: Path, say) -> Path:
+    """Score a fine-tuned run on the built-in held-out questions (as `scratchlm eval RUN --task questions`)
+    and save the result as RUN/eval_questions.json for the guide."""
+    import tempfile
+    from dataclasses import asdict
+
+    from ..finetune.evaluate import evaluate_run, read_questions
+    from ..finetune.questions import write_questions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = read_questions(write_questions(tmp)["eval"])
+    say(f"scoring {len(rows)} held-out questions (greedy answers from this run, the base model and the majority answer)...")
+    result = evaluate_run(run_dir, rows, baseline_model=True)
+    data = {key: asdict(result[key]) for key in ("model", "base", "majority") if key in result}
+    data["examples"] = [list(e) for e in result.get("examples", [])]
+    data["questions"] = len(rows)
+    path = run_dir / EVAL_FILE
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def eval_table(data: dict):
+    """(header, rows, examples) from an evaluation result: scores as {"correct": {kind: n}, "total": {kind: n}}
+    under "model" (this run), "base" (the model before fine-tuning, optional) and "majority" (the majority
+    answer), and "examples" as [question, expected, answer] triples."""
+    cols = [(name, data[key]) for key, name in (("model", "this run"), ("base", "base model"),
+                                                 ("majority", "majority answer")) if isinstance(data.get(key), dict)]
+    kinds = list(data["model"]["total"])
+
+    def acc(score: dict, kind: str | None) -> str:
+        c, t = score.get("correct", {}), score.get("total", {})
+        n_c = sum(c.values()) if kind is None else c.get(kind, 0)
+        n_t = sum(t.values()) if kind is None else t.get(kind, 0)
+        return f"{100 * n_c / n_t:.1f}%" if n_t else "n/a"
+
+    rows = [[kind, fmt_int(data["model"]["total"][kind])] + [acc(s, kind) for _, s in cols] for kind in kinds]
+    rows.append(["**all**", fmt_int(sum(data["model"]["total"].values()))] + [f"**{acc(s, None)}**" for _, s in cols])
+    examples = [f"{q}\n→ expected: {e}\n→ answered: {a}" for q, e, a in (data.get("examples") or [])]
+    return ["question kind", "n"] + [name for name, _ in cols], rows, examples
 
 
 # --- 8 Troubleshooting ----------------------------------------------------------------
@@ -573,9 +673,10 @@ def chapter_next(facts: Facts, ctx: Context) -> list[Block]:
 VIZ_COMMANDS = {
     "qkv": "scratchlm viz qkv {run} --prompt \"ROMEO: But soft\"",
     "attention": "scratchlm viz attention {run} --prompt \"ROMEO: But soft\"",
-    "evolution": "scratchlm viz evolution {run}",
+    "evolution": "scratchlm train --out {run} --viz.snapshots true   # then: scratchlm viz evolution {run}",
     "curves": "scratchlm viz curves {run}",
     "sampling": "scratchlm viz sampling {run} --prompt \"ROMEO:\"",
+    "tokens": "scratchlm viz tokens {run} --text \"ROMEO: But soft\"",
 }
 VIZ_WHAT = {
     "qkv": "the Q/K/V walkthrough and the 3D cube",
@@ -583,24 +684,81 @@ VIZ_WHAT = {
     "evolution": "attention snapshots during training (the film strip and per-head metrics)",
     "curves": "the training curves",
     "sampling": "the sampling figure (next-token distribution at several temperatures)",
+    "tokens": "the token-boundary figure",
+}
+VIZ_FILES = {
+    "qkv": ["qkv_projections", "qkv_attention", "qkv_cube"],
+    "attention": ["attention_grid"],
+    "evolution": ["attention_filmstrip", "attention_metrics"],
+    "curves": ["curves"],
+    "sampling": ["sampling"],
+    "tokens": ["tokens"],
+}
+CAPTIONS = {
+    "qkv_projections": "Attention, step 1, for layer 0, head 0 on the probe prompt: the input vectors X (one row per "
+                       "token) and their projections Q = X·W_q, K = X·W_k and V = X·W_v.",
+    "qkv_attention": "Attention, step 2: the scores Q·Kᵀ/√d_k, the causal mask, the softmax weights (each row sums "
+                     "to 1) and the output, weights·V.",
+    "qkv_cube": "Q, K and V of layer 0 as (heads × tokens × head dimension) blocks; the highlighted slice is the head "
+                "shown in the two figures above.",
+    "attention_grid": "Where each token looks: every layer's and head's attention map on the probe prompt (query "
+                      "rows, key columns; darker = more weight).",
+    "attention_filmstrip": "The attention maps of the probe prompt at each snapshot during training, left to right.",
+    "attention_metrics": "What each head does at each snapshot: entropy, share on the previous token, share on the "
+                         "first token (attention sink) and induction score.",
+    "curves": "Training curves of this run: loss, bits per byte, learning rate, gradient norm and tokens per second "
+              "against the step.",
+    "sampling": "The next-token distribution after the prompt at several temperatures, with the top-k and top-p "
+                "cut-offs shaded.",
+    "tokens": "How this run's tokenizer cuts the probe prompt: one box per token, its id below.",
 }
 
 
 def viz_figures(facts: Facts, ctx: Context, kind: str, quiet: bool = False) -> list[Block]:
-    """The figures of one `scratchlm viz` kind for this run, or a note saying how to make them."""
-    viz = optional("scratchlm.viz.report_figures")
-    figs: list[tuple[Path, str]] = []
-    if viz is not None and facts.run is not None:
-        try:
-            figs = viz.figures_for(kind, facts.run, ctx.build_dir)
-        except Exception as e:  # an extra's failure is reported in the guide, not a crash
-            ctx.notes.append(f"{kind}: {e}")
-            return [Note(f"The {VIZ_WHAT[kind]} could not be drawn: {e}", missing=True)]
-    if figs:
-        return [Figure(p, caption) for p, caption in figs]
-    if quiet:
-        return []
-    return [missing(ctx, VIZ_WHAT[kind], VIZ_COMMANDS[kind].format(run=facts.run_dir))]
+    """The figures of one `scratchlm viz` kind for this run: the ones training drew into
+    RUN/figures/ when they are newer than the run's records, else drawn now with the viz
+    extra; when they cannot be drawn, a note that says how to make them."""
+    names = VIZ_FILES[kind]
+    figures_dir = facts.run_dir / "figures"
+    metrics = facts.run_dir / "metrics.jsonl"
+    newest = metrics.stat().st_mtime if metrics.exists() else 0.0
+    found = [figures_dir / f"{n}.svg" for n in names]
+    if all(p.exists() and p.stat().st_mtime >= newest for p in found):
+        return [Figure(p, CAPTIONS[p.stem]) for p in found] + animation(list(figures_dir.glob("*.gif")))
+    viz = optional("scratchlm.viz.figures")
+    needs_model = kind not in ("curves", "evolution")
+    if viz is None or (needs_model and facts.run is None):
+        if quiet:
+            return []
+        return [missing(ctx, VIZ_WHAT[kind], VIZ_COMMANDS[kind].format(run=facts.run_dir))]
+    out = ctx.build_dir / "viz"
+    try:
+        if kind in ("curves", "evolution"):
+            paths = getattr(viz, kind)(facts.run_dir, out)
+        else:
+            prompt = viz.default_prompt(facts.run)
+            if kind == "qkv":
+                paths = viz.qkv_walkthrough(facts.run, prompt, 0, 0, out)
+            elif kind == "attention":
+                paths = viz.attention_grid(facts.run, prompt, out)
+            elif kind == "sampling":
+                paths = viz.sampling(facts.run, prompt, out)
+            else:
+                paths = viz.tokens(facts.run.tokenizer, prompt, out)
+    except ScratchLMError as e:  # e.g. no snapshots: the viz extra says what is missing
+        if quiet:
+            return []
+        ctx.notes.append(VIZ_WHAT[kind])
+        return [Note(f"Not in this guide yet: {VIZ_WHAT[kind]}. {e}.", command=VIZ_COMMANDS[kind].format(run=facts.run_dir),
+                     missing=True)]
+    svgs = {p.stem: p for p in paths if p.suffix == ".svg"}
+    return [Figure(svgs[n], CAPTIONS[n]) for n in names if n in svgs] + animation([p for p in paths if p.suffix == ".gif"])
+
+
+def animation(gifs: list[Path]) -> list[Block]:
+    """The attention-evolution GIF, for the HTML page only (a PDF cannot play it)."""
+    return [Figure(g, "The same maps as an animation, one frame per snapshot (in the HTML version only).",
+                   width=0.8, html_only=True) for g in gifs if g.stem == "attention_evolution"]
 
 
 CHAPTERS = [chapter_tokenization, chapter_attention, chapter_block, chapter_training, chapter_evolution,

@@ -57,6 +57,7 @@ class Figure:
     path: Path  # an .svg or .png file
     caption: str
     width: float = 1.0  # share of the text width
+    html_only: bool = False  # e.g. an animated GIF: the browser plays it, a PDF cannot
 
 
 @dataclass
@@ -117,6 +118,57 @@ def inline_parts(text: str) -> list[tuple[str, str]]:
 def plain_text(text: str) -> str:
     """The text without its markup (what a PDF's text layer will hold)."""
     return "".join(t for _, t in inline_parts(text))
+
+
+def from_markdown(text: str, max_tables: int | None = None) -> list[Block]:
+    """Blocks from the plain Markdown other commands write (paragraphs, `|` tables, `-` lists,
+    `#` headings shown as strong lines): enough to place their reports in the guide."""
+    blocks: list[Block] = []
+    para: list[str] = []
+    table: list[list[str]] = []
+    items: list[str] = []
+    n_tables = 0
+
+    def cells(line: str) -> list[str]:
+        parts = re.split(r"(?<!\\)\|", line.strip().strip("|"))
+        return [c.strip().replace("\\|", "|") for c in parts]
+
+    def flush():
+        nonlocal para, table, items, n_tables
+        if para:
+            blocks.append(Para(" ".join(para)))
+        if items:
+            blocks.append(Bullets(items))
+        if table:
+            n_tables += 1
+            if max_tables is None or n_tables <= max_tables:
+                header, body = table[0], [r for r in table[1:] if not set("".join(r)) <= set("-: ")]
+                align = "".join("r" if c.endswith(":") and not c.startswith(":") else "l" for c in table[1]) \
+                    if len(table) > 1 else ""
+                blocks.append(Table([plain_text(h) for h in header], body, align=align if len(align) == len(header) else ""))
+        para, table, items = [], [], []
+
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            flush()
+        elif stripped.startswith("|"):
+            if para or items:
+                flush()
+            table.append(cells(stripped))
+        elif stripped.startswith(("- ", "* ")):
+            if para or table:
+                flush()
+            items.append(stripped[2:])
+        elif stripped.startswith("#"):
+            flush()
+            blocks.append(Para(f"**{stripped.lstrip('#').strip()}**"))
+        else:
+            if table or items:
+                flush()
+            para.append(stripped)
+    flush()
+    return blocks
 
 
 # --- Typst ----------------------------------------------------------------------------
@@ -195,12 +247,16 @@ def typst_block(b: Block) -> str:
         cells = [f"table.header({', '.join(f'[*#{typst_str(h)}*]' for h in b.header)})"]
         cells += [f"[{typst_inline(str(c))}]" for row in b.rows for c in row]
         table = f"table(columns: {ncol}, align: ({align},), {', '.join(cells)})"
+        if ncol >= 7:  # a wide table: smaller type so it fits the page
+            table = f"[#set text(size: 6.5pt)\n#{table}]"
         if not b.caption:
             return f"#{table}\n"
         fig = f"#figure({table}, caption: [{typst_inline(b.caption)}])"
         # a short table stays with its caption on one page; a long one may continue on the next
         return f"#[#show figure: set block(breakable: true)\n{fig}]\n" if len(b.rows) > 25 else fig + "\n"
     if isinstance(b, Figure):
+        if b.html_only:
+            return ""
         return (f"#figure(image({typst_str(b.path.name)}, width: {round(b.width * 100)}%), "
                 f"caption: [{typst_inline(b.caption)}])\n")
     if isinstance(b, Math):
@@ -298,7 +354,12 @@ def to_html(doc: Document) -> str:
                                             for a, c in zip(align, row)) + "</tr>" for row in b.rows)
             body.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif isinstance(b, Figure):
-            counters["figure"] += 1
+            counters["figure"] += 1 if not b.html_only else 0
+            if b.html_only:
+                body.append(f'<figure><img src="{data_uri(b.path)}" alt="{html.escape(plain_text(b.caption))}" '
+                            f'style="width:{round(b.width * 100)}%"><figcaption>{html_inline(b.caption)}</figcaption>'
+                            "</figure>")
+                continue
             body.append(f'<figure><img src="{data_uri(b.path)}" alt="{html.escape(plain_text(b.caption))}" '
                         f'style="width:{round(b.width * 100)}%"><figcaption>Figure {counters["figure"]}: '
                         f"{html_inline(b.caption)}</figcaption></figure>")

@@ -172,6 +172,23 @@ def source_of(obj) -> str:
         return f"# source of {getattr(obj, '__qualname__', obj)} is not available"
 
 
+def class_excerpt(cls, methods: tuple[str, ...]) -> str:
+    """The class line, its docstring and the named methods, as installed."""
+    bases = ", ".join(("nn." if b.__module__.startswith("torch.nn") else "") + b.__name__ for b in cls.__bases__)
+    head = f"class {cls.__name__}({bases}):"
+    doc = f'    """{inspect.getdoc(cls)}"""\n' if cls.__doc__ else ""
+    parts = []
+    for name in methods:
+        fn = cls.__dict__.get(name)
+        if fn is None:
+            continue
+        try:
+            parts.append(inspect.getsource(fn).rstrip())
+        except (OSError, TypeError):
+            continue
+    return f"{head}\n{doc}    ...\n\n" + "\n\n".join(parts) + "\n" if parts else source_of(cls)
+
+
 def token_pieces(tok, text: str) -> list[str]:
     """How `text` splits into tokens, each shown as the text of its bytes (a space as ␣)."""
     ids = tok.encode(text)

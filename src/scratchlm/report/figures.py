@@ -28,7 +28,8 @@ def block_diagram(model_cfg: dict, out: Path) -> Path:
     V, T = model_cfg.get("vocab_size", 0), model_cfg.get("block_size", 0)
     norm = {"rmsnorm": "RMSNorm"}.get(model_cfg.get("norm", "layernorm"), "LayerNorm")
     mlp = model_cfg.get("mlp", "gelu")
-    ff = model_cfg.get("ff_dim") or 4 * C
+    ff = model_cfg.get("ff_dim") or (8 * C // 3 if mlp == "swiglu" else 4 * C)
+    kv = model_cfg.get("n_kv_head") or H
     post = model_cfg.get("norm_position", "pre") == "post"
     rope = model_cfg.get("position", "learned") == "rope"
     tied = model_cfg.get("tie_embeddings", True)
@@ -52,7 +53,7 @@ def block_diagram(model_cfg: dict, out: Path) -> Path:
         (0.6, f"token ids  (B, T ≤ {T})", "#ffffff"),
         (1.9, f"token embedding wte ({V} × {C})" + ("" if rope else "\n+ position embedding wpe"), "#dbe9f6"),
         (4.4, f"transformer block × {L}", "#fde6c8"),
-        (6.9, f"final {norm}", "#e6e6e6"),
+        (6.9, f"final {norm}" if not post else "(no final norm: each block\nends with one)", "#e6e6e6"),
         (8.2, "output layer" + (" (= wteᵀ, tied)" if tied else ""), "#dbe9f6"),
         (9.5, f"logits (B, T, {V}) → softmax", "#ffffff"),
     ]
@@ -65,7 +66,8 @@ def block_diagram(model_cfg: dict, out: Path) -> Path:
 
     # one block, opened up
     bx = 7.3
-    attn = f"multi-head attention\n{H} heads × {C // max(H, 1)} dims" + (", RoPE" if rope else "")
+    attn = (f"multi-head attention\n{H} heads × {C // max(H, 1)} dims" + (f", {kv} K/V heads" if kv != H else "")
+            + (", RoPE" if rope else ""))
     ffn = {"gelu": "GELU", "relu": "ReLU", "relu2": "ReLU²", "swiglu": "SwiGLU"}.get(mlp, mlp)
     mlp_text = f"MLP  {C} → {ff} → {C}\n{ffn}"
     if post:
