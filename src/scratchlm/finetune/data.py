@@ -304,7 +304,7 @@ class ChatBatches:
         return len(self.examples)
 
     @property
-    def n_tokens(self) -> int:
+    def num_tokens(self) -> int:  # BatchSource: tokens in the split, for the start-up summary
         return self.examples.n_tokens
 
     def _perm(self, epoch: int) -> np.ndarray:
@@ -320,12 +320,12 @@ class ChatBatches:
         first = step * self.batch_size + micro * micro_batch_size
         return [int(self._perm(k // n)[k % n]) for k in range(first, first + micro_batch_size)]
 
-    def get(self, step: int, micro: int, micro_batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ix = self.indices(step, micro, micro_batch_size)
+    def get(self, position: int, micro_step: int, micro_batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ix = self.indices(position, micro_step, micro_batch_size)
         return collate([self.examples.inputs[i] for i in ix], [self.examples.targets[i] for i in ix],
                        self.pad_id, self.device)
 
-    def eval_windows(self, n_tokens: int, batch: int, rank: int = 0, world: int = 1):
+    def eval_windows(self, n_tokens: int, micro_batch_size: int, rank: int = 0, world: int = 1):
         """The first conversations, in file order, up to about n_tokens tokens (the same every
         evaluation); with several ranks each takes its share."""
         count, total = 0, 0
@@ -334,7 +334,7 @@ class ChatBatches:
                 break
             count, total = count + 1, total + len(x)
         ix = list(range(count))[rank::world]
-        for i in range(0, len(ix), batch):
-            part = ix[i : i + batch]
+        for i in range(0, len(ix), micro_batch_size):
+            part = ix[i : i + micro_batch_size]
             yield collate([self.examples.inputs[j] for j in part], [self.examples.targets[j] for j in part],
                           self.pad_id, self.device)

@@ -1,0 +1,171 @@
+"""Fine-tuning end to end: a tiny base run, the grown vocabulary, the job over the core Trainer,
+exact-match evaluation, resume, and the commands' one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from scratchlm.config import build_config, to_dict
+from scratchlm.errors import ScratchLMError
+from scratchlm.finetune.data import ASSISTANT, END, USER, chat_ids
+from scratchlm.finetune.evaluate import chat_ready, majority_baseline, read_questions, score_model
+from scratchlm.finetune.sft import run_finetune
+from scratchlm.inference import load_run
+from scratchlm.model import GPT
+from scratchlm.tokenizer import save_tokenizer, tokenizer_hash
+from scratchlm.tokenizer.bpe import BPETokenizer
+from scratchlm.train import checkpoint as ckpt
+
+from conftest import SMALL_TEXT
+
+NAMES = ["ANNA", "BEN", "CARL", "DORA", "EVE", "FRED"]
+
+
+def make_base_run(path: Path, block_size: int = 64, n_embd: int = 64) -> Path:
+    """A run folder as `scratchlm train` leaves it, with random weights (no training needed)."""
+    tok = BPETokenizer.train(SMALL_TEXT + " ".join(NAMES) * 20, 300)
+    cfg = build_config("tiny", overrides={"model.vocab_size": tok.vocab_size, "model.block_size": block_size,
+                                          "model.n_layer": 2, "model.n_head": 4, "model.n_embd": n_embd})
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    path.mkdir(parents=True)
+    save_tokenizer(tok, path / "tokenizer.json")
+    (path / "config.json").write_text(json.dumps(to_dict(cfg)))
+    ckpt.save_checkpoint(path / "checkpoints" / "final", ckpt.plain_state_dict(model), None,
+                         {"step": 0, "config": to_dict(cfg), "tokenizer_hash": tokenizer_hash(tok)})
+    return path
+
+
+def toy_questions(path: Path) -> Path:
+    """'Who speaks first?' over two-speaker passages: every ordered pair of names (30 questions)."""
+    rows = []
+    for a in NAMES:
+        for b in NAMES:
+            if a != b:
+                passage = f"{a}:\nSpeak, speak.\n\n{b}:\nResolved."
+                rows.append({"messages": [{"role": "user", "content": f"{passage}\n\nWho speaks first?"},
+                                          {"role": "assistant", "content": a}], "kind": "first"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+FAST = ["train.lr=3e-3", "train.warmup_steps=5", "train.batch_size=15", "train.eval_interval=1000",
+        "train.guard=false", "train.dtype=fp32", "train.device=cpu", "train.threads=1"]
+
+
+def test_grown_model_keeps_old_rows_and_predictions(tmp_path):
+    base = load_run(make_base_run(tmp_path / "base"))
+    old = base.model.transformer.wte.weight.detach().clone()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        before, _ = base.model(ids)
+    model, tok, grown = chat_ready(base)
+    assert grown and tok.vocab_size == old.shape[0] + 3
+    w = model.transformer.wte.weight.detach()
+    torch.testing.assert_close(w[: old.shape[0]], old)
+    torch.testing.assert_close(w[old.shape[0]:], old.mean(0, keepdim=True).expand(3, -1))
+    assert model.lm_head.weight is model.transformer.wte.weight  # still tied
+    with torch.no_grad():
+        after, _ = model(ids)
+    torch.testing.assert_close(after[..., : old.shape[0]], before)  # old tokens: the same logits
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """A tiny model from random weights, fine-tuned on the toy task (shared by the tests below)."""
+    tmp = tmp_path_factory.mktemp("ft")
+    base = make_base_run(tmp / "base")
+    data = toy_questions(tmp / "toy.jsonl")
+    summary = run_finetune(base, data, tmp / "ft", val_data=data, overrides=FAST + ["train.max_steps=150"])
+    return tmp, summary
+
+
+def test_tiny_model_learns_a_toy_question_task(finetuned):
+    """From random weights, 'who speaks first' is learned to 100% on a fixed set within seconds."""
+    tmp, summary = finetuned
+    assert summary["step"] == 150 and summary["stopped_by"] == "steps"
+    run = load_run(tmp / "ft" / "checkpoints" / "final")
+    rows = read_questions(tmp / "toy.jsonl")
+    score = score_model(run.model, run.tokenizer, rows)
+    assert score.accuracy() == 1.0, score
+    assert majority_baseline(rows)[0].accuracy() == pytest.approx(5 / 30)
+    template = json.loads((tmp / "ft" / "chat_template.json").read_text())
+    assert template["added_tokens"] == [USER, ASSISTANT, END]
+    assert template["token_ids"] == chat_ids(run.tokenizer)
+    info = json.loads((tmp / "ft" / "finetune.json").read_text())
+    assert info["train_conversations"] == 30 and info["dropped_too_long"] == 0
+
+
+def test_chat_through_stdin(finetuned):
+    """`scratchlm chat` answers a question typed on standard input, then a second one; the first
+    exchange is dropped when the context fills up, and the screen says so."""
+    tmp, _ = finetuned
+    q1 = "BEN:\\nSpeak, speak.\\n\\nEVE:\\nResolved.\\n\\nWho speaks first?"
+    q2 = "DORA:\\nSpeak, speak.\\n\\nANNA:\\nResolved.\\n\\nWho speaks first?"
+    r = _cli("chat", tmp / "ft", "--temperature", "0", "--max-new-tokens", "8", stdin=f"{q1}\n{q2}\n")
+    assert r.returncode == 0, r.stderr
+    answers = [line.split("model> ", 1)[1] for line in r.stdout.splitlines() if "model> " in line]
+    assert answers == ["BEN", "DORA"]
+    assert "dropped the oldest 2 turn(s)" in r.stdout  # context 64: one exchange at a time
+
+
+def test_sample_and_eval_commands_on_a_finetuned_run(finetuned):
+    tmp, _ = finetuned
+    r = _cli("sample", tmp / "ft", "--prompt", "ANNA:", "--max-new-tokens", "5", "--num-samples", "1")
+    assert r.returncode == 0, r.stderr
+    r = _cli("eval", tmp / "ft", "--data", tmp / "toy.jsonl", "--limit", "6")
+    assert r.returncode == 0, r.stderr
+    assert "exact match on 6 questions" in r.stdout
+    row = next(line for line in r.stdout.splitlines() if line.startswith("first"))
+    assert "100.0%" in row  # this run; the base model (random weights) and the majority answer follow
+
+
+def test_resume_continues_exactly(tmp_path):
+    """A fine-tuning run stopped and resumed ends with the weights of one that was not stopped."""
+    base = make_base_run(tmp_path / "base")
+    data = toy_questions(tmp_path / "toy.jsonl")
+    common = FAST + ["train.eval_interval=4", "train.batch_size=6", "train.micro_batch_size=3"]
+    run_finetune(base, data, tmp_path / "whole", overrides=common + ["train.max_steps=8"])
+    run_finetune(base, data, tmp_path / "split", overrides=common + ["train.max_steps=4"])
+    run_finetune(None, None, tmp_path / "split", overrides=["train.max_steps=8"], resume=True)
+    a = ckpt.load_checkpoint(tmp_path / "whole" / "checkpoints" / "final", with_trainer=False)[1]
+    b = ckpt.load_checkpoint(tmp_path / "split" / "checkpoints" / "final", with_trainer=False)[1]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_run_without_a_tokenizer_is_one_line(tmp_path):
+    base = make_base_run(tmp_path / "base")
+    (base / "tokenizer.json").unlink()
+    with pytest.raises(ScratchLMError, match="tokenizer file not found"):
+        run_finetune(base, toy_questions(tmp_path / "toy.jsonl"), tmp_path / "ft", overrides=FAST)
+    assert not (tmp_path / "ft").exists()  # a refused start leaves nothing behind
+
+
+def test_shape_overrides_are_refused(tmp_path):
+    base = make_base_run(tmp_path / "base")
+    with pytest.raises(ScratchLMError, match="keeps the base model's shape"):
+        run_finetune(base, toy_questions(tmp_path / "toy.jsonl"), tmp_path / "ft", overrides=["model.n_layer=3"])
+
+
+def _cli(*args, stdin=None, timeout=120):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
+    return subprocess.run([sys.executable, "-m", "scratchlm", *map(str, args)], input=stdin, capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    base = make_base_run(tmp_path / "base")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"messages": [{"role": "robot", "content": "x"}]}\n')
+    r = _cli("finetune", "--init-from", base, "--data", bad, "--out", tmp_path / "ft")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"error: {bad} line 2: message 1 has unknown role 'robot' "
+                                             "(roles: system, user, assistant)"]
+    r = _cli("chat", base)  # a base run has no chat tokens
+    assert r.returncode == 2 and "not fine-tuned" in r.stderr and len(r.stderr.strip().splitlines()) == 1
