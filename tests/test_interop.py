@@ -215,14 +215,20 @@ def test_imported_run_samples_from_the_command_line(tmp_path, tok, capsys):
 
 
 @pytest.mark.slow
-def test_imported_run_keeps_training_with_resume(tmp_path, tok):
-    """train --resume starts from the imported weights (step 0, a fresh optimizer state)."""
+def test_imported_run_keeps_training_and_fine_tunes(tmp_path, tok):
+    """train --resume starts from the imported weights (step 0, a fresh optimizer state); finetune --init-from too."""
     cli = pytest.importorskip("scratchlm.cli")
     run = imported_run(tmp_path, tok, cli)
     assert cli.main(["train", "--resume", str(run), "--max-steps", "2", "--quiet"]) == 0
     assert (run / "checkpoints" / "final" / "manifest.json").exists()
     evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
     assert evals and evals[-1]["step"] == 2
+    # and fine-tuning starts from it
+    (tmp_path / "chat.jsonl").write_text('{"prompt": "Who speaks?", "response": "ALL"}\n' * 20)
+    assert cli.main(["finetune", "--init-from", str(run), "--data", str(tmp_path / "chat.jsonl"), "--out",
+                     str(tmp_path / "sft"), "--max-steps", "2", "--quiet", "--no-doctor", "--train.batch_size", "2",
+                     "--train.eval_interval", "2", "--viz.snapshots", "false", "--viz.figures", "false"]) == 0
+    assert (tmp_path / "sft" / "checkpoints" / "final" / "manifest.json").exists()
 
 
 def test_import_with_a_tokenizer_in_another_id_order(tmp_path):
@@ -258,6 +264,43 @@ def test_import_with_a_tokenizer_in_another_id_order(tmp_path):
         theirs = hf_model(torch.tensor([hf_ids])).logits[0, :, : len(vocab)]
         ours = run.model(torch.tensor([ours_ids]))[0][0]
     torch.testing.assert_close(ours[:, id_map], theirs, atol=1e-4, rtol=0)
+
+
+def test_import_a_llama_saved_by_transformers(tmp_path, tok):
+    """LlamaForCausalLM as transformers writes it (GQA, untied head), with our RMSNorm epsilon."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(2)
+    cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=80, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5,
+                      tie_word_embeddings=False)
+    hf_model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for p in hf_model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    hf_model.save_pretrained(tmp_path / "llama")
+    save_huggingface(tok, tmp_path / "llama")
+    run = load_run(import_hf(tmp_path / "llama", tmp_path / "run"))
+    mc = run.config.model
+    assert (mc.position, mc.norm, mc.mlp, mc.n_kv_head, mc.ff_width()) == ("rope", "rmsnorm", "swiglu", 2, 80)
+    x = torch.tensor([tok.encode(HELD_OUT)])
+    with torch.no_grad():
+        torch.testing.assert_close(run.model(x)[0], hf_model(x).logits, atol=1e-4, rtol=0)
+    cfg_json = json.loads((tmp_path / "llama" / "config.json").read_text())
+    (tmp_path / "llama" / "config.json").write_text(json.dumps({**cfg_json, "rms_norm_eps": 1e-6}))
+    with pytest.raises(ScratchLMError, match="rms_norm_eps=1e-06"):
+        import_hf(tmp_path / "llama", tmp_path / "run2")
+
+
+def test_export_refuses_a_char_tokenizer(tmp_path, tok):
+    from scratchlm.tokenizer import CharTokenizer
+
+    chars = CharTokenizer.train(TEXT)
+    make_run(tmp_path / "run", chars)
+    with pytest.raises(ScratchLMError, match="'char'"):
+        export_hf(tmp_path / "run", tmp_path / "hf")
+    with pytest.raises(ScratchLMError, match="'char'"):
+        export_gguf(tmp_path / "run", tmp_path / "m.gguf")
 
 
 def test_export_then_import_round_trip_llama(tmp_path, tok):
