@@ -460,3 +460,24 @@ def test_name_map_covers_every_parameter():
         for n in names:
             stem = n.rsplit(".", 1)[0]
             assert stem in documented or "biases" in documented and n.endswith(".bias"), n
+
+
+def test_fine_tuned_run_exports_its_chat_template(tmp_path, tok):
+    """A run from `scratchlm finetune` (chat tokens, chat_template.json): apply_chat_template gives the ids
+    our chat code gives, and generation stops at <|end|>."""
+    from scratchlm.finetune.data import parse_record, prompt_ids, with_chat_tokens
+
+    chat_tok, _ = with_chat_tokens(tok)
+    make_run(tmp_path / "run", chat_tok)
+    (tmp_path / "run" / "chat_template.json").write_text("{}")
+    out = export_hf(tmp_path / "run", tmp_path / "hf")
+    _, hf_tok = hf_load(out)
+    record = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who speaks?"},
+                           {"role": "assistant", "content": "ALL: Speak, speak."},
+                           {"role": "user", "content": "And then? 🎉"}]}
+    want = prompt_ids(chat_tok, parse_record(record, "test"))
+    got = hf_tok.apply_chat_template(record["messages"], add_generation_prompt=True, tokenize=True)
+    got = got["input_ids"] if isinstance(got, dict) or hasattr(got, "keys") else got
+    assert list(got) == want
+    gen = json.loads((out / "generation_config.json").read_text())
+    assert gen["eos_token_id"][0] == chat_tok.special_tokens["<|end|>"]

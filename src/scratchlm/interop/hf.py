@@ -237,9 +237,33 @@ def hf_config(mc, arch: str, tok: BPETokenizer, dtype: str = "float32") -> dict:
             "tie_word_embeddings": bool(mc.tie_embeddings)}
 
 
-def generation_config(cfg, tok: BPETokenizer) -> dict:
-    """The run's [sample] settings, in generate()'s words (top_k 0 = off in both)."""
+# A run fine-tuned by `scratchlm finetune` (finetune/data.py) talks in this template:
+#   [system + blank line +] <|user|>question<|end|><|assistant|>answer<|end|> ...
+# written here as the Jinja template transformers' `apply_chat_template` runs.
+CHAT_TOKENS = ("<|user|>", "<|assistant|>", "<|end|>")
+CHAT_TEMPLATE = (
+    "{%- set system = messages | selectattr('role', 'equalto', 'system') | map(attribute='content') | list -%}"
+    "{%- for m in messages | rejectattr('role', 'equalto', 'system') -%}"
+    "{%- if m['role'] == 'user' -%}<|user|>{%- else -%}<|assistant|>{%- endif -%}"
+    "{%- if loop.first and system -%}{{ (system + [m['content']]) | join('\n\n') }}"
+    "{%- else -%}{{ m['content'] }}{%- endif -%}<|end|>"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
+)
+
+
+def is_chat_run(run) -> bool:
+    """Fine-tuned for chat: the run folder has chat_template.json and the tokenizer the chat tokens."""
+    specials = getattr(run.tokenizer, "special_tokens", {})
+    return (Path(run.run_dir) / "chat_template.json").exists() and all(t in specials for t in CHAT_TOKENS)
+
+
+def generation_config(cfg, tok: BPETokenizer, chat: bool = False) -> dict:
+    """The run's [sample] settings, in generate()'s words (top_k 0 = off in both).
+    A chat model stops at <|end|>, the token that closes its turn."""
     sc, eos = cfg.sample, next(iter(tok.special_tokens.values()), None)
+    if chat:
+        eos = [tok.special_tokens["<|end|>"], eos]
     greedy = sc.temperature == 0
     gen = {"bos_token_id": eos, "eos_token_id": eos, "max_new_tokens": sc.max_new_tokens, "do_sample": not greedy}
     if not greedy:
@@ -342,11 +366,14 @@ def export_hf(run_path: str | Path, out: str | Path, *, dtype: str = "fp32", ove
     save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
     hf_dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype]
     (out / "config.json").write_text(json.dumps(hf_config(run.config.model, arch, tok, hf_dtype), indent=1))
-    (out / "generation_config.json").write_text(json.dumps(generation_config(run.config, tok), indent=1))
+    chat = is_chat_run(run)
+    (out / "generation_config.json").write_text(json.dumps(generation_config(run.config, tok, chat), indent=1))
     save_huggingface(tok, out)
-    tc_path = out / "tokenizer_config.json"  # the longest input the model takes
+    tc_path = out / "tokenizer_config.json"
     tc = json.loads(tc_path.read_text(encoding="utf-8"))
-    tc["model_max_length"] = run.config.model.block_size
+    tc["model_max_length"] = run.config.model.block_size  # the longest input the model takes
+    if chat:
+        tc["chat_template"] = CHAT_TEMPLATE
     tc_path.write_text(json.dumps(tc, indent=1), encoding="utf-8")
     (out / "README.md").write_text(model_card(run, arch, run_figures(run), out.name), encoding="utf-8")
     return out
