@@ -58,13 +58,6 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p: float = 0.0, ret
     return (out, weights) if return_weights else out
 
 
-def plain_weights(module: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """A module's parameters and buffers by dotted name, detached, in `dtype`: the one-token decoder's
-    copies. A tensor already in `dtype` is the module's own, not a copy."""
-    tensors = list(module.named_parameters()) + list(module.named_buffers())
-    return {name: t.detach().to(dtype) for name, t in tensors}
-
-
 class KVCache:
     """Keys and values of the positions seen so far, for one layer, preallocated.
 
@@ -164,43 +157,49 @@ class MultiHeadAttention(nn.Module):
 
     # ---- the one-token path (model/decode.py): the same sums for T = 1, on plain tensors ----
 
-    def step_weights(self, dtype: torch.dtype) -> dict:
-        """Tensors for `step`, in `dtype`. Attention's 1/√D is folded into the last op that makes q
-        (c_attn's q rows, or q_norm's gain and bias), once, on a copy."""
-        w = plain_weights(self, dtype)
-        scale = 1.0 / math.sqrt(self.head_dim)
-        # RoPE after the norm is a rotation: scaling q before it is the same as after
-        names = ("q_norm.weight", "q_norm.bias") if self.q_norm is not None else ("c_attn.weight", "c_attn.bias")
-        rows = slice(None) if self.q_norm is not None else slice(0, self.sizes[0])  # c_attn: only q's rows
-        for name in names:
-            if name in w:
-                w[name] = w[name].clone()
-                w[name][rows] *= scale
-        return w
-
-    def step(self, x: torch.Tensor, cache: KVCache, w: dict) -> torch.Tensor:
-        """`forward` for one new token per row: x (B, C) -> (B, C). Appends its key and value to `cache`."""
-        B, C = x.shape
+    def make_step(self, dtype: torch.dtype):
+        """`forward` for one new token per row as a plain function `step(x (B, C), cache) -> (B, C)`, with
+        copies of the weights in `dtype` bound to it. Attention's 1/√D is folded, once, into the last op that
+        makes q: c_attn's q rows, or q_norm's gain (RoPE, a rotation, commutes with scaling)."""
         H, H_kv, D = self.n_head, self.n_kv_head, self.head_dim
-        qkv = F.linear(x, w["c_attn.weight"], w.get("c_attn.bias"))
-        if self.q_norm is None and not self.rope:  # the common case: no copies
-            qkv = qkv.to(cache.kv.dtype)  # q, k, v in the cache's dtype
-            q = qkv[:, :C]
-            kv = qkv[:, C:].view(B, 2, H_kv, 1, D).transpose(0, 1)  # (2, B, H_kv, 1, D), a view
+        C, sizes = H * D, self.sizes
+        scale = 1.0 / math.sqrt(D)
+        w_qkv = self.c_attn.weight.detach().to(dtype)
+        b_qkv = None if self.c_attn.bias is None else self.c_attn.bias.detach().to(dtype)
+        w_out = self.c_proj.weight.detach().to(dtype)
+        b_out = None if self.c_proj.bias is None else self.c_proj.bias.detach().to(dtype)
+        q_norm = k_norm = None
+        if self.q_norm is not None:
+            q_norm, k_norm = self.q_norm.make_step(dtype, scale), self.k_norm.make_step(dtype)
         else:
-            q, k, v = qkv.split(self.sizes, dim=1)
-            q, k = q.view(B, H, D), k.view(B, H_kv, D)
-            if self.q_norm is not None:
-                q = self.q_norm.fn(q, w["q_norm.weight"], w.get("q_norm.bias"))
-                k = self.k_norm.fn(k, w["k_norm.weight"], w.get("k_norm.bias"))
-            if self.rope:
-                cos, sin = w["rope_cos"][cache.pos], w["rope_sin"][cache.pos]
-                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-            q = q.to(cache.kv.dtype)
-            kv = torch.stack((k, v.view(B, H_kv, D))).to(cache.kv.dtype).unsqueeze(3)  # (2, B, H_kv, 1, D)
-        K, V = cache.append_kv(kv)  # this token's key and value join the cache
-        K, V = K.view(B * H_kv, -1, D), V.view(B * H_kv, -1, D)  # (B·H_kv, t, D)
-        q = q.reshape(B * H_kv, H // H_kv, D)  # the query heads that share each key/value head
-        att = torch.softmax(torch.bmm(q, K.mT), dim=-1)  # (B·H_kv, H/H_kv, t); q is pre-scaled
-        y = torch.bmm(att, V).view(B, C).type_as(x)  # heads side by side again
-        return F.linear(y, w["c_proj.weight"], w.get("c_proj.bias"))
+            w_qkv = w_qkv.clone()
+            w_qkv[:C] *= scale
+            if b_qkv is not None:
+                b_qkv = b_qkv.clone()
+                b_qkv[:C] *= scale
+        cos, sin = (self.rope_cos.to(dtype), self.rope_sin.to(dtype)) if self.rope else (None, None)
+        plain = q_norm is None and cos is None
+
+        def step(x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+            B = x.size(0)
+            qkv = F.linear(x, w_qkv, b_qkv)
+            if plain:  # no qk-norm, no RoPE: q, k and v are views of qkv, no copies
+                qkv = qkv.to(cache.kv.dtype)  # in the cache's dtype
+                q, kv = qkv[:, :C], qkv[:, C:].view(B, 2, H_kv, 1, D).transpose(0, 1)  # kv: (2, B, H_kv, 1, D)
+            else:
+                q, k, v = qkv.split(sizes, dim=1)
+                q, k = q.view(B, H, D), k.view(B, H_kv, D)
+                if q_norm is not None:
+                    q, k = q_norm(q), k_norm(k)
+                if cos is not None:  # this token's position is the number of positions cached
+                    q, k = apply_rope(q, cos[cache.pos], sin[cache.pos]), apply_rope(k, cos[cache.pos], sin[cache.pos])
+                q = q.to(cache.kv.dtype)
+                kv = torch.stack((k, v.view(B, H_kv, D))).to(cache.kv.dtype).unsqueeze(3)
+            K, V = cache.append_kv(kv)  # this token's key and value join the cache
+            K, V = K.view(B * H_kv, -1, D), V.view(B * H_kv, -1, D)  # (B·H_kv, t, D)
+            q = q.reshape(B * H_kv, H // H_kv, D)  # the query heads that share each key/value head
+            att = torch.softmax(torch.bmm(q, K.mT), dim=-1)  # (B·H_kv, H/H_kv, t); q is pre-scaled
+            y = torch.bmm(att, V).view(B, C).type_as(x)  # heads side by side again
+            return F.linear(y, w_out, b_out)
+
+        return step

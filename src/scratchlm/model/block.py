@@ -10,24 +10,23 @@ reach the first layers at full strength and training is stable at higher learnin
 rates; post-norm normalises the stream itself after every sub-layer.
 
 `forward` is the block for training and prompts (any length, dropout, a KV cache).
-`step` is the same block for one new token per row on plain tensors (`step_weights`),
-which the fast decoder (model/decode.py) calls: a block option changes both here.
+`make_step` gives the same block for one new token per row as a plain function with
+the weights bound, which the fast decoder (model/decode.py) runs: a block option
+changes both, here.
 The other options live in the parts: the norm (norm.py), the attention with GQA,
 qk-norm and RoPE (attention.py), and the MLP below.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import KVCache, MultiHeadAttention, plain_weights
+from .attention import KVCache, MultiHeadAttention
 from .norm import Norm
-
-
-def gelu_tanh(h):  # GPT-2's GELU: a smooth ReLU, x·Φ(x), in its tanh approximation
-    return F.gelu(h, approximate="tanh")
 
 
 def relu2(h):  # squared ReLU (Primer; modded-nanoGPT)
@@ -39,7 +38,12 @@ def swiglu(h):  # c_fc made the gate and the up projection side by side: silu(ga
     return F.silu(gate) * up
 
 
-ACTIVATIONS = {"gelu": gelu_tanh, "relu": F.relu, "relu2": relu2, "swiglu": swiglu}
+ACTIVATIONS = {
+    "gelu": partial(F.gelu, approximate="tanh"),  # GPT-2's GELU: a smooth ReLU, x·Φ(x), tanh approximation
+    "relu": F.relu,  # the original Transformer's (and the guide's)
+    "relu2": relu2,
+    "swiglu": swiglu,
+}
 
 
 class MLP(nn.Module):
@@ -62,9 +66,12 @@ class MLP(nn.Module):
     def forward(self, x):
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
-    def step(self, x, w: dict):
-        h = self.act(F.linear(x, w["c_fc.weight"], w.get("c_fc.bias")))
-        return F.linear(h, w["c_proj.weight"], w.get("c_proj.bias"))
+    def make_step(self, dtype: torch.dtype):
+        """`forward` as a plain function of x, without dropout, on copies of the weights in `dtype`."""
+        w_fc, w_proj, act = self.c_fc.weight.detach().to(dtype), self.c_proj.weight.detach().to(dtype), self.act
+        b_fc = None if self.c_fc.bias is None else self.c_fc.bias.detach().to(dtype)
+        b_proj = None if self.c_proj.bias is None else self.c_proj.bias.detach().to(dtype)
+        return lambda x: F.linear(act(F.linear(x, w_fc, b_fc)), w_proj, b_proj)
 
 
 class TransformerBlock(nn.Module):
@@ -88,15 +95,16 @@ class TransformerBlock(nn.Module):
         x = x + self.attn(self.ln_1(x), kv_cache)
         return x + self.mlp(self.ln_2(x))
 
-    def step_weights(self, dtype: torch.dtype) -> dict:
-        """Plain tensors for `step`, per part, in `dtype` (the model's own where the dtype is the same)."""
-        return {"ln_1": plain_weights(self.ln_1, dtype), "attn": self.attn.step_weights(dtype),
-                "ln_2": plain_weights(self.ln_2, dtype), "mlp": plain_weights(self.mlp, dtype)}
-
-    def step(self, x: torch.Tensor, cache: KVCache, w: dict) -> torch.Tensor:
-        """`forward` for one new token per row, x (B, C), without dropout; appends to `cache`."""
+    def make_step(self, dtype: torch.dtype):
+        """`forward` for one new token per row, as a plain function `step(x (B, C), cache) -> (B, C)` with
+        this block's weights bound (copies in `dtype`; the model's own tensors where the dtype is the same)."""
+        ln_1, attn, ln_2, mlp = (part.make_step(dtype) for part in (self.ln_1, self.attn, self.ln_2, self.mlp))
         if self.post_norm:
-            x = self.ln_1.step(x + self.attn.step(x, cache, w["attn"]), w["ln_1"])
-            return self.ln_2.step(x + self.mlp.step(x, w["mlp"]), w["ln_2"])
-        x = x + self.attn.step(self.ln_1.step(x, w["ln_1"]), cache, w["attn"])
-        return x + self.mlp.step(self.ln_2.step(x, w["ln_2"]), w["mlp"])
+            def step(x, cache):
+                x = ln_1(x + attn(x, cache))
+                return ln_2(x + mlp(x))
+        else:
+            def step(x, cache):
+                x = x + attn(ln_1(x), cache)
+                return x + mlp(ln_2(x))
+        return step

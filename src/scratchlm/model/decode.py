@@ -7,9 +7,9 @@ time goes elsewhere —
   * PyTorch's per-call bookkeeping: a few microseconds for every module call, view,
     transpose and tiny kernel, and `GPT.forward` makes ~25 of them per layer.
 `GPT.forward` is written for clarity and training (modules, dropout, any length T).
-The one-token path is the model's own `step` methods (`GPT.step`, `TransformerBlock.step`,
-`MultiHeadAttention.step`, beside each `forward`): the same sums for T = 1 with plain
-functional calls on tensors gathered once by `step_weights`, about a dozen per layer:
+The one-token path is built by the model itself: `GPT.make_step`, `TransformerBlock.make_step`,
+`MultiHeadAttention.make_step`, ... beside each `forward`, return the same sums for T = 1
+as plain functions with the weights bound (gathered once), about a dozen calls per layer:
   * attention is two small batched matmuls (as fast as the fused kernel for a single
     query on a CPU), reading keys and values from the same `KVCache` that
     `GPT.forward` fills from the prompt;
@@ -31,11 +31,10 @@ class Decoder:
     """`step(ids, caches)` = `model(ids, kv_caches=caches)[0][:, -1]` for one new token per row."""
 
     def __init__(self, model: GPT, dtype: torch.dtype | None = None):
-        self.model = model
         self.dtype = dtype or model.lm_head.weight.dtype
-        self.weights = model.step_weights(self.dtype)  # gathered once: the model's own tensors in its dtype
+        self._step = model.make_step(self.dtype)  # the weights are gathered (or converted) once, here
 
     def step(self, ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
         """ids: (B, 1) newest tokens. Appends their keys/values to `caches`; returns (B, V) logits.
         Call under torch.inference_mode() (generate_tokens does)."""
-        return self.model.step(ids, caches, self.weights)
+        return self._step(ids, caches)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import KVCache, plain_weights
+from .attention import KVCache
 from .block import MLP, TransformerBlock
 from .norm import Norm
 
@@ -156,27 +156,28 @@ class GPT(nn.Module):
 
     # ---- the one-token path (model/decode.py): `forward` for T = 1 on plain tensors ----
 
-    def step_weights(self, dtype: torch.dtype) -> dict:
-        """Plain tensors for `step`, in `dtype`: the embeddings, the final norm and head, and per block."""
-        tr = self.transformer
-        w = {"wte": tr.wte.weight.detach().to(dtype), "lm_head": self.lm_head.weight.detach().to(dtype),
-             "h": [block.step_weights(dtype) for block in tr.h]}
-        if "wpe" in tr:
-            w["wpe"] = tr.wpe.weight.detach().to(dtype)
-        if "ln_f" in tr:
-            w["ln_f"] = plain_weights(tr.ln_f, dtype)
-        return w
+    def make_step(self, dtype: torch.dtype):
+        """`forward(ids, kv_caches=caches)[0][:, -1]` for ids (B, 1) as a plain function `step(ids, caches)`,
+        built from each part's `make_step`, with copies of the weights in `dtype` bound to it."""
+        tr, block_size = self.transformer, self.config.block_size
+        wte, head = tr.wte.weight.detach().to(dtype), self.lm_head.weight.detach().to(dtype)
+        wpe = tr.wpe.weight.detach().to(dtype) if "wpe" in tr else None
+        blocks = [block.make_step(dtype) for block in tr.h]
+        ln_f = tr.ln_f.make_step(dtype) if "ln_f" in tr else None
+        cap = self.config.logit_softcap
 
-    def step(self, ids: torch.Tensor, caches: list[KVCache], w: dict) -> torch.Tensor:
-        """ids: (B, 1) newest tokens -> (B, V) logits = forward(ids, kv_caches=caches)[0][:, -1]."""
-        pos = caches[0].pos
-        if pos >= self.config.block_size:  # no position left (the caches would refuse too)
-            raise ValueError("KV cache is full: the sequence is longer than the model's context")
-        x = F.embedding(ids.view(-1), w["wte"])  # (B, C)
-        if "wpe" in w:
-            x = x + w["wpe"][pos]
-        for block, cache, wb in zip(self.transformer.h, caches, w["h"]):
-            x = block.step(x, cache, wb)
-        if "ln_f" in w:
-            x = self.transformer.ln_f.step(x, w["ln_f"])
-        return self.softcap(F.linear(x, w["lm_head"]))
+        def step(ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+            pos = caches[0].pos
+            if pos >= block_size:  # no position left (the caches would refuse too)
+                raise ValueError("KV cache is full: the sequence is longer than the model's context")
+            x = F.embedding(ids.view(-1), wte)  # (B, C)
+            if wpe is not None:
+                x = x + wpe[pos]
+            for block, cache in zip(blocks, caches):
+                x = block(x, cache)
+            if ln_f is not None:
+                x = ln_f(x)
+            logits = F.linear(x, head)
+            return cap * torch.tanh(logits / cap) if cap else logits
+
+        return step

@@ -13,6 +13,8 @@ practice. Both use eps = 1e-5 (`NORM_EPS`; Hugging Face export writes it as
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -31,13 +33,15 @@ class Norm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if bias and kind == "layernorm" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x, self.weight, self.bias)
-
-    def fn(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """The norm on given tensors: `forward` passes its parameters, the one-token decoder its own copies."""
         if self.kind == "rmsnorm":
-            return F.rms_norm(x, self.shape, weight, NORM_EPS)
-        return F.layer_norm(x, self.shape, weight, bias, NORM_EPS)
+            return F.rms_norm(x, self.shape, self.weight, NORM_EPS)
+        return F.layer_norm(x, self.shape, self.weight, self.bias, NORM_EPS)
 
-    def step(self, x: torch.Tensor, w: dict) -> torch.Tensor:
-        return self.fn(x, w["weight"], w.get("bias"))
+    def make_step(self, dtype: torch.dtype, scale: float = 1.0):
+        """This norm as a plain function of x for the one-token decoder (model/decode.py), its gain and
+        bias copied in `dtype` (times `scale`, which attention uses to fold in its 1/√D)."""
+        weight = (self.weight.detach() * scale).to(dtype)
+        if self.kind == "rmsnorm":
+            return partial(F.rms_norm, normalized_shape=self.shape, weight=weight, eps=NORM_EPS)
+        bias = None if self.bias is None else (self.bias.detach() * scale).to(dtype)
+        return partial(F.layer_norm, normalized_shape=self.shape, weight=weight, bias=bias, eps=NORM_EPS)
