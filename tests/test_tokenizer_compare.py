@@ -185,7 +185,7 @@ def test_vocabulary_too_large_for_the_corpus_is_a_note_not_a_crash():
     tiny = ["to be or not to be that is the question\n" * 20]
     comp = tc.compare(tiny, "whether tis nobler in the mind\n", [5000], kinds=["sp-bpe", "sp-unigram-default"])
     for r in comp.rows:  # a smaller vocabulary and a note saying so
-        assert r.vocab_size < 5000 and "asked for 5000" in r.note, r
+        assert r.vocab_size < 5000 and "asked for 5,000" in r.note, r
     for msg in comp.notes:  # or, where SentencePiece refuses outright, a note
         assert "SentencePiece refused" in msg
     assert len(comp.rows) + len(comp.notes) == 2

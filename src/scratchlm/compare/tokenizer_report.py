@@ -56,7 +56,7 @@ def markdown_table(comp: Comparison) -> str:
             name = f"{r.requested_vocab:,}: {name}"
         used = f"{r.used_ids:,} ({r.used_ids / max(1, r.vocab_size):.0%})"
         train = "pretrained" if r.train_seconds is None else f"{r.train_seconds:.1f}"
-        rt = "yes" if r.round_trip else f"no: {r.round_trip_failure}"
+        rt = "yes" if r.round_trip else f"no: `{r.round_trip_failure.replace('`', 'ˋ')}`"
         cells = [name, size, used, train, f"{r.encode_mb_s:.2f}", f"{r.bytes_per_token:.2f}",
                  f"{r.tokens_per_word:.2f}", _pct(r.unk_rate), _pct(r.unseen_words), rt]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
@@ -92,7 +92,8 @@ def panel_markdown(comp: Comparison) -> str:
         return ""
     out = [f"Words the {comp.panel_vocab:,}-entry word-level vocabulary does not hold, as each tokenizer "
            f"(at {comp.panel_vocab:,} where it is trained) splits them; each word is encoded after a space, as in "
-           "running text (␣ is a space, ▁ SentencePiece's mark for one, <F0> a lone byte of a longer character)."]
+           "running text (`␣` is a space, `▁` SentencePiece's mark for one, `<F0>` a lone byte of a longer "
+           "character)."]
     for pw in comp.panel:
         where = f"{pw.count}× in the held-out text" if pw.count else "a fixed probe word"
         out.append(f"\n**{pw.word}**: {pw.kind}, {where}\n")
@@ -159,7 +160,7 @@ def plot(comp: Comparison, path: Path) -> None:
             continue
         colour, marker, line = STYLE[key]
         xs = [r.vocab_size for r in rows]
-        kw = dict(color=colour, marker=marker, linestyle=line or "none", label=KINDS[key],
+        kw = dict(color=colour, marker=marker, linestyle=line or "none", label=KINDS[key].replace("`", ""),
                   markersize=11 if key in ONCE else 6)
         ax1.plot(xs, [r.bytes_per_token for r in rows], **kw)
         ax2.plot(xs, [100 * r.unk_rate for r in rows], **kw)
@@ -182,7 +183,8 @@ def plot(comp: Comparison, path: Path) -> None:
     zero = [KINDS[k] for k in KINDS if any(r.key == k for r in comp.rows)
             and all(r.unk_rate == 0 for r in comp.rows if r.key == k)]
     if zero:
-        text = textwrap.fill("exactly 0 on the held-out text: " + "; ".join(z.split(" (")[0] for z in zero), 75)
+        names = "; ".join(z.split(" (")[0].replace("`", "") for z in zero)
+        text = textwrap.fill("exactly 0 on the held-out text: " + names, 75)
         ax2.text(0.02, 0.07, text, transform=ax2.transAxes, fontsize=7, va="bottom")
     handles, labels = ax1.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)

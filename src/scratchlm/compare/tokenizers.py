@@ -79,17 +79,18 @@ CL100K_SPECIAL = {
     "<|endofprompt|>": 100276,
 }
 
-# Row keys, in table order. The last two are built once (not per vocabulary size).
+# Row keys, in table order, and their labels (Markdown: the backticks keep `<unk>` from reading as
+# an HTML tag). The last two are built once (not per vocabulary size).
 KINDS = {
     "bpe-gpt4": "ours: byte BPE, GPT-4 split",
     "bpe-gpt2": "ours: byte BPE, GPT-2 split",
-    "wordbpe": "ours: word BPE with </w>",
+    "wordbpe": "ours: word BPE with `</w>`",
     "sp-bpe": "SentencePiece BPE, byte fallback",
     "sp-bpe-default": "SentencePiece BPE, defaults",
     "sp-unigram": "SentencePiece Unigram, byte fallback",
     "sp-unigram-default": "SentencePiece Unigram, defaults",
     "hf-bpe": "HF tokenizers byte-level BPE",
-    "word": "word-level (top words + <unk>)",
+    "word": "word-level (top words + `<unk>`)",
     "char": "character-level",
     "cl100k": "tiktoken cl100k_base (GPT-4)",
 }
@@ -336,6 +337,7 @@ def build_sentencepiece(docs: list[str], vocab_size: int, model_type: str, defau
                     shuffle_input_sentence=True)
         spm.set_random_generator_seed(1)  # the same sample every run
         note = f"trained on a random ~{UNIGRAM_SAMPLE_CHARS:,}-character sample (its trainer is slow)"
+    given = "the sample gave" if note else "the training text gave"
     try:
         _, secs = _timed(lambda: spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), **opts))
     except RuntimeError as e:  # e.g. "Vocabulary size is smaller than required_chars"
@@ -344,7 +346,7 @@ def build_sentencepiece(docs: list[str], vocab_size: int, model_type: str, defau
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     size = sp.get_piece_size()
     if size < vocab_size:
-        note = "; ".join(filter(None, [note, f"asked for {vocab_size}, the training text gave {size}"]))
+        note = "; ".join(filter(None, [note, f"asked for {vocab_size:,}, {given} {size:,}"]))
     unk = sp.unk_id()
 
     def pieces(s: str) -> list[str]:  # an unknown piece prints as the text it replaced: show <unk> instead
@@ -377,7 +379,7 @@ def build_huggingface(docs: list[str], vocab_size: int) -> Candidate:
     return Candidate(
         key="hf-bpe", vocab_size=size, train_seconds=secs,
         encode=lambda s: tok.encode(s).ids, decode=lambda ids: tok.decode(list(ids)), pieces=pieces, unk_id=None,
-        note=f"asked for {vocab_size}, the training text gave {size}" if size < vocab_size else "",
+        note=f"asked for {vocab_size:,}, the training text gave {size:,}" if size < vocab_size else "",
     )
 
 
