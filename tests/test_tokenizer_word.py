@@ -68,3 +68,61 @@ def test_malformed_merge_is_a_clear_error(bad):
     d["merges"][1] = bad
     with pytest.raises(ScratchLMError, match="merge 1 is"):
         WordBPETokenizer.from_dict(d)
+
+
+# ------------------------------------------------- a real tokenizer: protocol, training
+
+
+def test_incremental_trainer_learns_the_papers_loop_merges():
+    from scratchlm.tokenizer.wordbpe import learn_merges, learn_merges_naive
+
+    text = PAPER + " the cat sat on the mat; a rat ate the hat. aaaa aaa abab baba " * 3
+    words = {tuple(w) + (EOW,): f for w, f in __import__("collections").Counter(text.split()).items()}
+    for n in (1, 5, 20, 80):
+        assert learn_merges(words, n) == learn_merges_naive(words, n)
+
+
+def test_vocab_size_and_special_tokens():
+    t = WordBPETokenizer.train(PAPER * 3, vocab_size=20, special_tokens=("<|endoftext|>",))
+    assert t.vocab_size == 20 and t.special_tokens == {"<|endoftext|>": 19}
+    assert t.decode([19]) == "<|endoftext|>" and 19 not in t.encode("<|endoftext|> low")
+    back = load_tokenizer_from(t)
+    assert back.special_tokens == t.special_tokens and back.encode("lowest") == t.encode("lowest")
+    with pytest.raises(ScratchLMError, match="too small"):
+        WordBPETokenizer.train(PAPER, vocab_size=5)
+
+
+def load_tokenizer_from(t):
+    from scratchlm.tokenizer import tokenizer_from_dict
+
+    return tokenizer_from_dict(t.to_dict())
+
+
+def test_it_implements_the_tokenizer_protocol():
+    from scratchlm.tokenizer import StreamDecoder, Tokenizer
+
+    t = WordBPETokenizer.train(PAPER, num_merges=6)
+    assert isinstance(t, Tokenizer)
+    ids = t.encode("lowest newer")
+    assert b"".join(map(t.token_bytes, ids)).decode() == "lowest newer "  # </w> stands for a space
+    dec = StreamDecoder(t)
+    assert "".join(dec.feed(i) for i in ids) + dec.flush() == "lowest newer "
+
+
+def test_data_tokenizer_wordbpe_trains_a_model(tmp_path, small_corpus):
+    # The guide's word-level BPE as a model's tokenizer, end to end: train, run folder, sample.
+    from scratchlm.cli import main
+    from scratchlm.inference import load_run
+
+    run = tmp_path / "run"
+    rc = main(["train", "--preset", "tiny", "--data", str(small_corpus), "--out", str(run), "--max-steps", "6",
+               "--data.tokenizer", "wordbpe", "--data.vocab_size", "300", "--model.n_layer", "1",
+               "--train.eval_interval", "3", "--train.warmup_steps", "2", "--sample.max_new_tokens", "8",
+               "--sample.num_samples", "1", "--viz.snapshots", "false", "--viz.figures", "false",
+               "--viz.tensorboard", "false", "--quiet"])
+    assert rc == 0
+    tok = load_tokenizer(run / "tokenizer.json")
+    assert isinstance(tok, WordBPETokenizer) and "<|endoftext|>" in tok.special_tokens
+    loaded = load_run(run)
+    assert loaded.model.config.vocab_size >= tok.vocab_size
+    assert "ALL:" in tok.decode(tok.encode("ALL: Speak"))
