@@ -25,7 +25,6 @@ failing. Nothing is downloaded: `cl100k_base` is read from the file that the
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import importlib.metadata
 import io
@@ -41,6 +40,7 @@ from ..errors import ScratchLMError
 from ..tokenizer.bpe import BPETokenizer
 from ..tokenizer.bpe_train import bytes_to_unicode
 from ..tokenizer.char import CharTokenizer
+from ..tokenizer.export import read_tiktoken_ranks
 from ..tokenizer.wordbpe import UNK, WordBPETokenizer
 
 # What a "word" is for every count here (tokens per word, unseen words, the word-level
@@ -400,18 +400,12 @@ def cl100k_file() -> Path:
 
 
 def load_cl100k_ranks(path: Path) -> dict[bytes, int]:
-    """token bytes -> rank (= id) from a `.tiktoken` file: one 'base64 rank' line per token."""
-    raw = path.read_bytes()
-    digest = hashlib.sha256(raw).hexdigest()
+    """token bytes -> rank (= id), once the file is known to be the real cl100k_base."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != CL100K_SHA256:
         raise Unavailable(f"{path} has SHA-256 {digest[:12]}..., not cl100k_base's {CL100K_SHA256[:12]}...: "
                           "the GPT-4 row is left out")
-    ranks = {}
-    for line in raw.splitlines():
-        if line:
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    return ranks
+    return read_tiktoken_ranks(path)
 
 
 def build_cl100k() -> Candidate:
