@@ -16,7 +16,7 @@ from scratchlm.data.dataset import tokenize_corpus
 from scratchlm.errors import ScratchLMError
 from scratchlm.tokenizer import BPETokenizer, CharTokenizer, WordBPETokenizer, load_tokenizer
 from scratchlm.tokenizer.batch_merge import BatchMerger
-from scratchlm.tokenizer.bpe import read_text_file
+from scratchlm.tokenizer.bpe_train import read_text_file
 from scratchlm.tokenizer.export import to_huggingface_json, to_tiktoken
 
 TEXT = "hello world, the king and the queen. 'll 've 123 4567 東京 🤖\n\n" * 20

@@ -24,7 +24,8 @@ from pathlib import Path
 from ..data.shakespeare import shakespeare_text
 from ..errors import ScratchLMError
 from ..tokenizer import BPETokenizer, CharTokenizer, StreamDecoder, Tokenizer, WordBPETokenizer, load_tokenizer
-from ..tokenizer.bpe import DisallowedSpecialTokenError, read_text_file
+from ..tokenizer.bpe import DisallowedSpecialTokenError
+from ..tokenizer.bpe_train import read_text_file
 from ..tokenizer.export import check_exportable, save_huggingface, save_tiktoken
 from . import tokenizer_compare
 from .common import no_extra_args

@@ -12,12 +12,14 @@ import codecs
 import json
 import operator
 import os
+import re
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ..errors import ScratchLMError
 
 FORMAT = "scratchlm-tokenizer"  # every tokenizer file says {"format": FORMAT, "type": ..., ...}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @runtime_checkable
@@ -83,6 +85,15 @@ def read_json(path: str | os.PathLike) -> dict:
         raise ScratchLMError(f"tokenizer file {path} is corrupt: its top level must be an object, "
                              f"not {type(d).__name__}")
     return d
+
+
+def refuse_surrogates(text: str) -> None:
+    """A lone surrogate is not a character and has no UTF-8 bytes: refuse it clearly."""
+    if not text.isascii() and (m := _SURROGATE.search(text)):
+        raise ScratchLMError(
+            f"the text holds a lone surrogate U+{ord(m.group()):04X} at index {m.start()}, which is not a character "
+            "and has no UTF-8 bytes; repair the text (e.g. decode its source with errors='replace'), "
+            "or pass raw bytes to encode_bytes")
 
 
 def as_ids(ids, vocab_size: int) -> list[int]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,14 +39,13 @@ from pathlib import Path
 import regex
 
 from ..errors import ScratchLMError
-from .base import FORMAT, StreamDecoder, as_ids, read_json
-from .bpe_train import PARALLEL_MIN_CHARS, chunk_bytes, count_chunks, default_workers, learn_merges
+from .base import FORMAT, StreamDecoder, as_ids, read_json, refuse_surrogates
+from .bpe_train import PARALLEL_MIN_CHARS, as_documents, chunk_bytes, count_chunks, default_workers, learn_merges
 from .fast import FastEncoder, encode_in_processes
 from .naive import merge
 from .regex_patterns import pattern_name, resolve_pattern
 
 VERSION = 1
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class DisallowedSpecialTokenError(ScratchLMError, ValueError):
@@ -123,7 +121,7 @@ class BPETokenizer:
             n_chars += len(doc)
 
         t0 = time.perf_counter()
-        chunks = count_chunks(_as_documents(data), pattern_text, workers=workers, on_doc=on_doc, progress=progress)
+        chunks = count_chunks(as_documents(data), pattern_text, workers=workers, on_doc=on_doc, progress=progress)
         t_count = time.perf_counter() - t0
         merges = learn_merges(chunks, num_merges, progress=progress)
         meta = {
@@ -243,18 +241,11 @@ class BPETokenizer:
         texts = list(texts)
         workers = default_workers() if workers is None else max(1, int(workers))
         total = sum(map(len, texts))
-        if workers == 1 or total < 2 * PARALLEL_MIN_CHARS or len(texts) < 2:
-            if any([self._check_special(t, **kwargs) for t in texts]):
-                return [self.encode(t, **kwargs) for t in texts]
-            return self.encode_ordinary_batch(texts)  # no special token allowed: all plain text
-        # contiguous slices of about equal size, one or two per worker
-        n_jobs, slices, acc, start = min(len(texts), 2 * workers), [], 0, 0
-        for i, t in enumerate(texts):
-            acc += len(t)
-            if acc >= total / n_jobs * (len(slices) + 1) or i == len(texts) - 1:
-                slices.append(texts[start : i + 1])
-                start = i + 1
-        return encode_in_processes(self, slices, workers, kwargs)
+        if workers > 1 and total >= 2 * PARALLEL_MIN_CHARS and len(texts) > 1:
+            return encode_in_processes(self, texts, workers, kwargs)  # each worker calls this with workers=1
+        if any([self._check_special(t, **kwargs) for t in texts]):
+            return [self.encode(t, **kwargs) for t in texts]
+        return self.encode_ordinary_batch(texts)  # no special token allowed: all plain text
 
     def encode_documents(self, docs: list[str]) -> list[list[int]]:
         """A corpus: special-token strings in it are plain text (see the `Tokenizer` protocol)."""
@@ -330,15 +321,6 @@ class BPETokenizer:
 # ------------------------------------------------------------------------ helpers
 
 
-def refuse_surrogates(text: str) -> None:
-    """A lone surrogate is not a character and has no UTF-8 bytes: refuse it clearly."""
-    if not text.isascii() and (m := _SURROGATE.search(text)):
-        raise ScratchLMError(
-            f"the text holds a lone surrogate U+{ord(m.group()):04X} at index {m.start()}, which is not a character "
-            "and has no UTF-8 bytes; repair the text (e.g. decode its source with errors='replace'), "
-            "or pass raw bytes to encode_bytes")
-
-
 def _special_names(special_tokens) -> tuple[str, ...]:
     """Special token names as a tuple; one bare string is one token (not its characters)."""
     names = (special_tokens,) if isinstance(special_tokens, str) else tuple(special_tokens)
@@ -348,29 +330,3 @@ def _special_names(special_tokens) -> tuple[str, ...]:
         if names.count(s) > 1:
             raise ScratchLMError(f"special token {s!r} is listed twice")
     return names
-
-
-def _as_documents(data):
-    """A str stays one text; a Path is read; an iterable yields documents (Paths read lazily)."""
-    if isinstance(data, str):
-        return data
-    if isinstance(data, os.PathLike):
-        return read_text_file(data)
-    if isinstance(data, (bytes, bytearray)):
-        raise ScratchLMError("train on text (str), a Path, or an iterable of documents, not bytes")
-    return (read_text_file(d) if isinstance(d, os.PathLike) else d for d in data)
-
-
-def read_text_file(path: str | os.PathLike) -> str:
-    """A UTF-8 file exactly as it is: newline="" keeps "\\r\\n" (a tokenizer must see it)."""
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise ScratchLMError(f"data file not found: {path}") from None
-    except IsADirectoryError:
-        raise ScratchLMError(f"{path} is a directory; give a UTF-8 text file") from None
-    except UnicodeDecodeError as e:
-        raise ScratchLMError(f"{path} is not UTF-8 text ({e})") from None
-    except OSError as e:
-        raise ScratchLMError(f"cannot read {path}: {e.strerror or e}") from None

@@ -43,6 +43,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from operator import add
 
+from ..errors import ScratchLMError
 from .regex_patterns import Splitter, split_for_workers
 
 
@@ -272,3 +273,32 @@ def learn_merges(chunk_counts: dict[str, int], num_merges: int, progress: bool =
         bar.update(1)
     bar.close()
     return merges
+
+
+# ------------------------------------------------------------------- training input
+
+
+def as_documents(data):
+    """A str stays one text; a Path is read; an iterable yields documents (Paths read lazily)."""
+    if isinstance(data, str):
+        return data
+    if isinstance(data, os.PathLike):
+        return read_text_file(data)
+    if isinstance(data, (bytes, bytearray)):
+        raise ScratchLMError("train on text (str), a Path, or an iterable of documents, not bytes")
+    return (read_text_file(d) if isinstance(d, os.PathLike) else d for d in data)
+
+
+def read_text_file(path: str | os.PathLike) -> str:
+    """A UTF-8 file exactly as it is: newline="" keeps "\\r\\n" (a tokenizer must see it)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ScratchLMError(f"data file not found: {path}") from None
+    except IsADirectoryError:
+        raise ScratchLMError(f"{path} is a directory; give a UTF-8 text file") from None
+    except UnicodeDecodeError as e:
+        raise ScratchLMError(f"{path} is not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise ScratchLMError(f"cannot read {path}: {e.strerror or e}") from None

@@ -42,7 +42,8 @@ import os
 from pathlib import Path
 
 from ..errors import ScratchLMError
-from .bpe import BPETokenizer, refuse_surrogates
+from .base import refuse_surrogates
+from .bpe import BPETokenizer
 from .bpe_train import bytes_to_unicode
 
 

@@ -216,8 +216,15 @@ def _whole_tokens(vocab: list[bytes]) -> dict[str, int]:
 _worker_tok = None
 
 
-def encode_in_processes(tok, slices: list[list[str]], workers: int, kwargs: dict) -> list[list[int]]:
-    """`tok.encode_batch(texts, workers=1, **kwargs)` for each slice of texts, in a pool."""
+def encode_in_processes(tok, texts: list[str], workers: int, kwargs: dict) -> list[list[int]]:
+    """`tok.encode_batch(texts, **kwargs)` spread over a pool: contiguous slices of about
+    equal size, one or two per worker, each encoded with `workers=1`."""
+    n_jobs, slices, acc, start, total = min(len(texts), 2 * workers), [], 0, 0, sum(map(len, texts))
+    for i, t in enumerate(texts):
+        acc += len(t)
+        if acc >= total / n_jobs * (len(slices) + 1) or i == len(texts) - 1:
+            slices.append(texts[start : i + 1])
+            start = i + 1
     with pool_context().Pool(workers, initializer=_init_worker, initargs=(tok,)) as pool:
         parts = pool.map(_encode_slice, [(texts, kwargs) for texts in slices])
     return [ids for part in parts for ids in part]
