@@ -286,6 +286,14 @@ def test_import_a_llama_saved_by_transformers(tmp_path, tok):
     x = torch.tensor([tok.encode(HELD_OUT)])
     with torch.no_grad():
         torch.testing.assert_close(run.model(x)[0], hf_model(x).logits, atol=1e-4, rtol=0)
+    from safetensors.torch import load_file, save_file
+
+    good = load_file(str(tmp_path / "llama" / "model.safetensors"))
+    save_file({k: v for k, v in good.items() if k != "model.layers.1.self_attn.k_proj.weight"},
+              str(tmp_path / "llama" / "model.safetensors"))
+    with pytest.raises(ScratchLMError, match="model.layers.1.self_attn.k_proj.weight is missing"):
+        import_hf(tmp_path / "llama", tmp_path / "run2")
+    save_file(good, str(tmp_path / "llama" / "model.safetensors"))
     cfg_json = json.loads((tmp_path / "llama" / "config.json").read_text())
     (tmp_path / "llama" / "config.json").write_text(json.dumps({**cfg_json, "rms_norm_eps": 1e-6}))
     with pytest.raises(ScratchLMError, match="rms_norm_eps=1e-06"):
@@ -481,3 +489,5 @@ def test_fine_tuned_run_exports_its_chat_template(tmp_path, tok):
     assert list(got) == want
     gen = json.loads((out / "generation_config.json").read_text())
     assert gen["eos_token_id"][0] == chat_tok.special_tokens["<|end|>"]
+    fields, _ = gguf_read(export_gguf(tmp_path / "run", tmp_path / "chat.gguf"))
+    assert fields["tokenizer.ggml.eot_token_id"] == chat_tok.special_tokens["<|end|>"]

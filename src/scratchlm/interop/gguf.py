@@ -25,7 +25,7 @@ from ..errors import ScratchLMError
 from ..inference import load_run
 from ..tokenizer.bpe import BPETokenizer
 from ..tokenizer.bpe_train import bytes_to_unicode
-from .hf import NORM_EPS, hf_architecture, to_hf_state_dict
+from .hf import NORM_EPS, hf_architecture, is_chat_run, to_hf_state_dict
 
 # llama.cpp's pre-tokenizer names for our split patterns. "llama-bpe" splits as GPT-4's
 # cl100k pattern except that it keeps a run of newlines together (\s*[\r\n]+).
@@ -127,9 +127,11 @@ def export_gguf(run_path: str | Path, out: str | Path, *, dtype: str = "fp32", o
     w.add_token_types([gguf.TokenType.NORMAL] * n_plain + [gguf.TokenType.CONTROL] * len(tok.special_tokens))
     w.add_token_merges([f"{names[a]} {names[b]}" for a, b in tok.merges])
     if tok.special_tokens:
-        eos = next(iter(tok.special_tokens.values()))
-        w.add_bos_token_id(eos)
-        w.add_eos_token_id(eos)
+        first = next(iter(tok.special_tokens.values()))
+        w.add_bos_token_id(first)
+        w.add_eos_token_id(first)
+        if is_chat_run(run):  # a fine-tuned chat model ends its turn with <|end|>
+            w.add_eot_token_id(tok.special_tokens["<|end|>"])
     w.add_add_bos_token(False)
     for name, t in tensors.items():
         a = t.detach().float().numpy()

@@ -193,6 +193,8 @@ def from_hf_llama(hf_sd: dict[str, torch.Tensor], mc, where: str) -> dict[str, t
     head = sd.pop("lm_head.weight", None)
     if head is not None and not mc.tie_embeddings:
         out["lm_head.weight"] = head
+    elif head is not None and not torch.equal(head, out["transformer.wte.weight"]):
+        raise ScratchLMError(f"{where}: tie_word_embeddings is true but lm_head.weight differs from the embedding")
     for i in range(mc.n_layer):
         p, q = f"transformer.h.{i}.", f"model.layers.{i}."
         out[p + "ln_1.weight"] = take(q + "input_layernorm.weight")
@@ -261,11 +263,10 @@ def is_chat_run(run) -> bool:
 def generation_config(cfg, tok: BPETokenizer, chat: bool = False) -> dict:
     """The run's [sample] settings, in generate()'s words (top_k 0 = off in both).
     A chat model stops at <|end|>, the token that closes its turn."""
-    sc, eos = cfg.sample, next(iter(tok.special_tokens.values()), None)
-    if chat:
-        eos = [tok.special_tokens["<|end|>"], eos]
+    sc, first = cfg.sample, next(iter(tok.special_tokens.values()), None)
+    eos = [tok.special_tokens["<|end|>"], first] if chat else first
     greedy = sc.temperature == 0
-    gen = {"bos_token_id": eos, "eos_token_id": eos, "max_new_tokens": sc.max_new_tokens, "do_sample": not greedy}
+    gen = {"bos_token_id": first, "eos_token_id": eos, "max_new_tokens": sc.max_new_tokens, "do_sample": not greedy}
     if not greedy:
         gen.update(temperature=sc.temperature, top_k=sc.top_k, top_p=sc.top_p)
     return gen
