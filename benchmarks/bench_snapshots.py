@@ -42,6 +42,35 @@ def one_run(cfg, out: Path, on: bool) -> float:
     return wall
 
 
+def snapshot_seconds(run_dir: Path, cfg, repeats: int = 5) -> float:
+    """Median seconds of one snapshot of the trained model (measure + save), as the recorder takes it."""
+    import statistics
+
+    from scratchlm.inference import load_run
+    from scratchlm.viz.capture import token_labels
+    from scratchlm.viz.snapshots import measure, save_snapshot
+
+    run = load_run(run_dir)
+    probe = [int(i) for i in run.tokenizer.encode("ROMEO: But soft, what light through yonder window breaks?")]
+    probe = probe[: cfg.viz.prompt_tokens]
+    ind = live.induction_ids(run.tokenizer, cfg.model.vocab_size, cfg.model.block_size, cfg.viz.induction_tokens)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        snap = measure(run.model, probe, ind)
+        save_snapshot(run_dir / "bench", 0, snap, probe, token_labels(run.tokenizer, probe), ind)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def train_seconds_per_step(run_dir: Path) -> float:
+    """Training seconds per step (the loop's own clock, evaluations excluded) from metrics.jsonl."""
+    import json
+
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    return steps[-1]["time"] / steps[-1]["step"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="default", help="the main job's preset by default")
@@ -62,6 +91,9 @@ def main() -> int:
                 wall = one_run(cfg, Path(tmp) / mode, mode == "on")
                 best[mode] = min(best[mode], wall)
                 print(f"round {r + 1}: {mode:<3} {wall:7.1f} s", flush=True)
+        # the parts: one snapshot (two forward passes + the file) against the training between two
+        # evaluations, from this run's own step times; less noisy than the difference of two wall times
+        snap_s, step_s = snapshot_seconds(Path(tmp) / "off", cfg), train_seconds_per_step(Path(tmp) / "off")
         n_snaps = len(list((Path(tmp) / "on" / "attention").glob("step_*.npz")))
         size = sum(p.stat().st_size for p in (Path(tmp) / "on" / "attention").glob("step_*.npz"))
         from scratchlm.viz.figures import render_all  # matplotlib: only for the one-off figures
@@ -77,6 +109,8 @@ def main() -> int:
           f"induction sequence 2 × {cfg.viz.induction_tokens}")
     print(f"job wall time: off {best['off']:.1f} s, on {best['on']:.1f} s -> on/off = {best['on'] / best['off']:.3f} "
           f"(target <= 1.05)")
+    print(f"one snapshot: {snap_s * 1e3:.0f} ms; training between two evaluations: {interval} steps × "
+          f"{step_s:.3f} s = {interval * step_s:.1f} s -> {snap_s / (interval * step_s):.2%} added per interval")
     print(f"figures at the end (once per run, viz.figures): {fig_s:.1f} s")
     return 0
 

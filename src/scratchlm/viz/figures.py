@@ -113,7 +113,7 @@ def make_qkv_attention(w, label: str = ""):
                                 "how well query i matches key j", cbar_label="score")
     ax = axes[0, 1]
     ax.imshow(w.mask, cmap="Greys_r", vmin=0, vmax=1.4, aspect="auto", interpolation="nearest")
-    ax.set_title(f"causal mask ({T} × {T})\nwhite: may look; dark: the future, set to −∞")
+    ax.set_title(f"causal mask ({T} × {T})\nlight: may look; black: the future, its score set to −∞")
     ax = axes[1, 0]
     _heatmap(fig, ax, w.weights, f"weights = softmax(masked scores)  ({T} × {T})\neach row sums to 1",
              cmap=ATTN_CMAP, vlim=(0, 1), cbar_label="attention weight")
@@ -132,8 +132,7 @@ def make_qkv_attention(w, label: str = ""):
         token_ticks(ax, w.tokens, "x")
         ax.set_xlabel("key token j")
     axes[1, 1].set_xlabel("head dimension")
-    fig.suptitle(f"Self-attention step 2: compare, mask, normalise, mix — layer {w.layer}, head {w.head}\n{label}",
-                 y=0.99)
+    fig.suptitle(f"Self-attention step 2: compare, mask, normalise, mix — layer {w.layer}, head {w.head}\n{label}")
     return fig
 
 
@@ -314,14 +313,14 @@ def make_metrics_heatmaps(snaps: Snapshots, title: str):
         ax.set_title(TITLES[name])
         ax.set_xticks(xt)
         ax.set_xticklabels([str(snaps.steps[i]) for i in xt], rotation=60)
-        ax.set_xlabel("training step")
+        ax.set_xlabel("training step (one column per snapshot)")
         ax.set_yticks(range(L * H))
         ax.set_yticklabels(heads, fontsize=5 if L * H > 24 else 6)
         ax.set_ylabel("layer, head")
         for la in range(1, L):  # a line between layers
             ax.axhline(la * H - 0.5, color="white", lw=0.6)
         cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-        cb.set_label("0 … 1", fontsize=6)
+        cb.set_label("fraction of log(i+1)" if name == "entropy" else "share of attention", fontsize=6)
     fig.suptitle(title)
     return fig
 
