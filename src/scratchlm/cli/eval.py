@@ -8,7 +8,7 @@ import tempfile
 import time
 
 from ..errors import ScratchLMError
-from ..finetune.evaluate import evaluate_run, read_questions, table
+from ..finetune.evaluate import evaluate_run, read_questions, spread, table
 from ..finetune.questions import write_questions
 from .common import no_extra_args
 
@@ -25,7 +25,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--task", choices=["questions"], help="a built-in task: questions = the held-out plays' questions")
     src.add_argument("--data", metavar="FILE.jsonl", help="your own questions (the last message is the answer)")
-    p.add_argument("--limit", type=int, default=0, help="only the first N questions (0 = all)")
+    p.add_argument("--limit", type=int, default=0, help="only N questions, evenly spaced through the set (0 = all)")
     p.add_argument("--no-base", action="store_true", help="leave out the base model's column (half the time)")
     p.set_defaults(run=run)
     return p
@@ -40,7 +40,7 @@ def run(args, rest: list[str]) -> int:
         rows = read_questions(args.data)
     if args.limit < 0:
         raise ScratchLMError("--limit must be >= 0")
-    rows = rows[: args.limit or None]
+    rows = spread(rows, args.limit)
     t0 = time.perf_counter()
 
     def progress(i, n):

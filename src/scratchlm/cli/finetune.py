@@ -29,7 +29,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: runs/finetune-<data file name>)")
     p.add_argument("--max-steps", type=int, help="same as --train.max_steps")
     p.add_argument("--max-time", type=float, help="seconds of training; same as --train.max_time")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the fine-tuning run in RUN_DIR from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the fine-tuning run in RUN_DIR")
     p.add_argument("--overwrite", action="store_true", help="replace the run --out already holds")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-doctor", action="store_true", help="no live diagnostics (see `scratchlm doctor`)")
@@ -55,7 +55,8 @@ def run(args, rest: list[str]) -> int:
         return 0
     run_dir = summary["run_dir"]
     if summary["stopped_by"] == "signal":
-        print(f"stopped at step {summary['step']}; checkpoint written. Resume with: scratchlm finetune --resume {run_dir}")
+        print(f"stopped at step {summary['step']}; checkpoint written. "
+              f"Resume with: scratchlm finetune --resume {run_dir}")
     print(f"\nval loss {summary['val_loss']:.4f} nats per answer token after {summary['step']} steps "
           f"({summary['train_time']:.0f} s of training; stopped by {summary['stopped_by']})")
     print(f"run folder: {run_dir}  (chat_template.json and finetune.json beside the usual files)")

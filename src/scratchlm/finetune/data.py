@@ -268,7 +268,8 @@ def make_examples(tok, conversations: list[list[dict]], block_size: int) -> Exam
     return Examples(inputs, targets, dropped, no_answer)
 
 
-def collate(rows_x: list[np.ndarray], rows_y: list[np.ndarray], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def collate(rows_x: list[np.ndarray], rows_y: list[np.ndarray], pad_id: int,
+            device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad rows to the longest: inputs with `pad_id` (any real id: no target looks at it),
     targets with -100."""
     T = max(len(x) for x in rows_x)

@@ -23,6 +23,7 @@ import torch
 from ..errors import ScratchLMError
 from ..inference import Run, generate_tokens, load_run
 from .data import END, chat_ids, parse_record, prompt_ids, with_chat_tokens
+from .questions import KINDS
 from .sft import INFO_FILE, grow_vocabulary
 
 
@@ -98,6 +99,14 @@ def read_questions(path: str | Path) -> list[dict]:
     return rows
 
 
+def spread(rows: list[dict], n: int) -> list[dict]:
+    """n rows evenly spaced through the list (all of them for n = 0 or n >= len): a quick
+    evaluation that still samples every play and every kind."""
+    if not n or n >= len(rows):
+        return rows
+    return [rows[i * len(rows) // n] for i in range(n)]
+
+
 def score_model(model, tok, rows: list[dict], progress=None, examples: list | None = None) -> Score:
     """Exact-match score of a model over question rows. `progress(i, n)` after each question;
     `examples` (a list) collects (question, expected, answer) of the first few."""
@@ -158,7 +167,8 @@ def table(result: dict) -> list[str]:
     if "base" in result:
         cols.append(("base model", result["base"]))
     cols.append(("majority answer", result["majority"]))
-    kinds = list(result["model"].total)
+    found = list(result["model"].total)
+    kinds = [k for k in KINDS if k in found] + [k for k in found if k not in KINDS]
     lines = [f"{'question kind':<16}{'n':>6}" + "".join(f"{name:>18}" for name, _ in cols)]
     for kind in kinds + [None]:
         n = result["model"].total[kind] if kind else sum(result["model"].total.values())

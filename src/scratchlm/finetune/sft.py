@@ -143,7 +143,8 @@ def prepare_finetune(cfg: RunConfig, out: str | Path, data: str | Path | None, i
         train_convs, val_convs = split_conversations(convs, val_fraction)
     train = make_examples(tok, train_convs, cfg.model.block_size)
     val = make_examples(tok, val_convs, cfg.model.block_size)
-    info.update(train_conversations=len(train), val_conversations=len(val), dropped_too_long=train.dropped + val.dropped,
+    info.update(train_conversations=len(train), val_conversations=len(val),
+                dropped_too_long=train.dropped + val.dropped,
                 dropped_no_answer=train.no_answer + val.no_answer, trained_tokens=train.n_trained)
     return Plan(cfg, run_dir, tok, tokenizer_hash(tok), model, train, val, info)
 
