@@ -601,7 +601,7 @@ def compare(train_docs: list[str], heldout: str, vocab_sizes: Sequence[int], kin
     missing: set[str] = set()  # a missing package is reported once, not once per size
 
     def run(key: str, size: int | None):
-        say(f"{KINDS[key]}" + (f" at {size}" if size else "") + " ...")
+        say(KINDS[key].replace("`", "") + (f" at {size}" if size else "") + " ...")
         try:
             c = build(key, docs, size)
         except Unavailable as e:
