@@ -166,10 +166,11 @@ def random_gpt2(folder, tok, layout="safetensors", seed=0):
         torch.save(state, folder / "pytorch_model.bin")
         for f in folder.glob("*.safetensors"):
             f.unlink()
-    if layout == "gpt2model":
+    if layout == "gpt2model":  # as openai-community/gpt2's file: GPT2Model names, plus the old causal-mask buffers
         sd = load_file(str(folder / "model.safetensors"))
-        save_file({k.removeprefix("transformer."): v for k, v in sd.items() if k != "lm_head.weight"},
-                  str(folder / "model.safetensors"))
+        sd = {k.removeprefix("transformer."): v for k, v in sd.items() if k != "lm_head.weight"}
+        sd.update({f"h.{i}.attn.bias": torch.ones(1, 1, 128, 128).tril() for i in range(2)})
+        save_file(sd, str(folder / "model.safetensors"))
     save_huggingface(tok, folder)
     return model
 
