@@ -7,6 +7,7 @@ equal the original's. GGUF: the file read back with gguf.GGUFReader holds our te
 """
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -492,3 +493,73 @@ def test_fine_tuned_run_exports_its_chat_template(tmp_path, tok):
     assert gen["eos_token_id"][0] == chat_tok.special_tokens["<|end|>"]
     fields, _ = gguf_read(export_gguf(tmp_path / "run", tmp_path / "chat.gguf"))
     assert fields["tokenizer.ggml.eot_token_id"] == chat_tok.special_tokens["<|end|>"]
+
+
+def llama_cpp_forward(fields, tensors, ids):
+    """Logits from a GGUF file's own metadata and tensors, computed the way llama.cpp's gpt2 and llama graphs
+    do: y = x·Wᵀ with W as stored ((out, in), ggml's ne = [in, out]), tanh GELU, and for llama RMSNorm, SwiGLU,
+    grouped-query attention and RoPE in ggml's "normal" mode, which rotates interleaved pairs (2i, 2i+1)."""
+    import torch.nn.functional as F
+
+    W = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
+    arch = fields["general.architecture"]
+    n_head, n_layer = fields[f"{arch}.attention.head_count"], fields[f"{arch}.block_count"]
+    n_kv = fields.get(f"{arch}.attention.head_count_kv", n_head)
+    C = fields[f"{arch}.embedding_length"]
+    D, T = C // n_head, len(ids)
+
+    def lin(x, name):
+        y = x @ W[f"{name}.weight"].T
+        return y + W[f"{name}.bias"] if f"{name}.bias" in W else y
+
+    def norm(x, name):
+        if arch == "gpt2":
+            eps = fields["gpt2.attention.layer_norm_epsilon"]
+            return F.layer_norm(x, (C,), W[f"{name}.weight"], W[f"{name}.bias"], eps)
+        return F.rms_norm(x, (C,), W[f"{name}.weight"], fields["llama.attention.layer_norm_rms_epsilon"])
+
+    def rope(v):  # (T, heads, D), ggml's normal mode
+        inv = fields["llama.rope.freq_base"] ** (-torch.arange(0, D, 2).float() / D)
+        ang = torch.arange(T).float()[:, None] * inv
+        c, s = ang.cos()[:, None], ang.sin()[:, None]
+        a, b = v[..., 0::2], v[..., 1::2]
+        return torch.stack((a * c - b * s, a * s + b * c), dim=-1).flatten(-2)
+
+    x = W["token_embd.weight"][ids]
+    if arch == "gpt2":
+        x = x + W["position_embd.weight"][:T]
+    for i in range(n_layer):
+        h = norm(x, f"blk.{i}.attn_norm")
+        if arch == "gpt2":
+            q, k, v = lin(h, f"blk.{i}.attn_qkv").split(C, dim=-1)
+        else:
+            q, k, v = (lin(h, f"blk.{i}.attn_{n}") for n in "qkv")
+        q, k, v = q.view(T, n_head, D), k.view(T, n_kv, D), v.view(T, n_kv, D)
+        if arch == "llama":
+            q, k = rope(q), rope(k)
+        k, v = k.repeat_interleave(n_head // n_kv, 1), v.repeat_interleave(n_head // n_kv, 1)
+        scores = torch.einsum("thd,shd->hts", q, k) / math.sqrt(D)
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        att = torch.einsum("hts,shd->thd", scores.softmax(-1), v).reshape(T, C)
+        x = x + lin(att, f"blk.{i}.attn_output")
+        h = norm(x, f"blk.{i}.ffn_norm")
+        if arch == "gpt2":
+            h = F.gelu(lin(h, f"blk.{i}.ffn_up"), approximate="tanh")
+        else:
+            h = F.silu(lin(h, f"blk.{i}.ffn_gate")) * lin(h, f"blk.{i}.ffn_up")
+        x = x + lin(h, f"blk.{i}.ffn_down")
+    x = norm(x, "output_norm")
+    return x @ W.get("output.weight", W["token_embd.weight"]).T
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama-gqa-untied", "llama-bias-tied"])
+def test_gguf_file_alone_reproduces_our_logits(tmp_path, tok, name):
+    """Everything llama.cpp needs is in the file, laid out as it reads it: a forward pass from the file
+    alone gives our logits."""
+    options, _ = ARCHS[name]
+    run = load_run(make_run(tmp_path / "run", tok, **options))
+    fields, tensors = gguf_read(export_gguf(tmp_path / "run", tmp_path / "m.gguf"))
+    ids = run.tokenizer.encode(HELD_OUT)
+    with torch.no_grad():
+        ours = run.model(torch.tensor([ids]))[0][0]
+    torch.testing.assert_close(llama_cpp_forward(fields, tensors, ids), ours, atol=1e-4, rtol=0)
