@@ -260,3 +260,22 @@ def test_write_all_without_rows(tmp_path, monkeypatch):
     comp = tc.compare(TRAIN, HELD, [SIZE], kinds=["cl100k"])
     paths = write_all(comp, tmp_path)
     assert "plot" not in paths and paths["csv"].exists()
+
+
+def test_slow_trainers_get_part_of_a_large_corpus_and_say_so(monkeypatch):
+    pytest.importorskip("sentencepiece")
+    monkeypatch.setattr(tc, "UNIGRAM_SAMPLE_CHARS", 20_000)
+    c = tc.build_sentencepiece(TRAIN, SIZE, "unigram", defaults=False)
+    assert "random ~20,000-character sample" in c.note
+    w = tc.build_wordbpe(TRAIN, SIZE, max_chars=10_000)
+    assert "first 9," in w.note and w.vocab_size <= SIZE
+
+
+def test_training_text_cap():
+    docs = ["a\nbb\nccc\n", "dddd\n"]
+    assert tc.cap_docs(docs, None) == docs
+    assert tc.cap_docs(docs, 6) == ["a\nbb\n"]  # cut at a line end
+    assert tc.cap_docs(docs, 100) == docs
+    comp = tc.compare(TRAIN, HELD, [SIZE], kinds=["bpe-gpt4"], max_train_chars=5000)
+    assert comp.settings["train_chars"] <= 5000 and "capped" in comp.notes[0]
+    assert tc.paragraphs(["A:\nx\n\nB:\ny\n"]) == ["A:\nx\n\n", "B:\ny\n"]
