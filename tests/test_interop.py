@@ -407,6 +407,12 @@ def test_gguf_file_reads_back_with_our_tensors_and_metadata(tmp_path, tok, name)
     assert len(tokens) == tok.vocab_size and tokens[-1] == "<|endoftext|>" and tokens[32] == "Ġ"
     assert len(fields["tokenizer.ggml.merges"]) == len(tok.merges)
     assert fields["tokenizer.ggml.eos_token_id"] == tok.special_tokens["<|endoftext|>"]
+    # the tokens and merges in the file are exactly our tokenizer (read back as Hugging Face files would be)
+    from scratchlm.interop.hf_tokenizer import convert
+
+    merges = [tuple(m.split(" ")) for m in fields["tokenizer.ggml.merges"]]
+    back = convert({t: i for i, t in enumerate(tokens)}, merges, {}, tok.pattern, "gguf")
+    assert back.identity and back.tokenizer.to_dict(False) == tok.to_dict(False)
 
     expected = gguf_tensors(run.model, arch)
     assert set(tensors) == set(expected)
