@@ -117,7 +117,7 @@ def make_qkv_attention(w, label: str = ""):
     ax = axes[1, 0]
     _heatmap(fig, ax, w.weights, f"weights = softmax(masked scores)  ({T} × {T})\neach row sums to 1",
              cmap=ATTN_CMAP, vlim=(0, 1), cbar_label="attention weight")
-    if T <= 14:  # small enough to print the numbers
+    if T <= 16:  # small enough to print the numbers
         for i in range(T):
             for j in range(i + 1):
                 v = w.weights[i, j]

@@ -133,6 +133,10 @@ class SnapshotRecorder:
     def _end(self, info):
         if self.tb is not None:
             self.tb.close()
+        if info.get("stopped_by") == "signal":  # the user asked to stop: no minute of drawing now
+            if self.vc.figures and self.written:
+                self.say(f"viz: no figures drawn (stopped); `scratchlm viz all {self.run_dir}` draws them")
+            return
         if self.vc.figures and self.written:
             from .figures import render_all  # matplotlib: only needed here, at the very end
 
