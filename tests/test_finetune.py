@@ -118,11 +118,25 @@ def test_sample_and_eval_commands_on_a_finetuned_run(finetuned):
     tmp, _ = finetuned
     r = _cli("sample", tmp / "ft", "--prompt", "ANNA:", "--max-new-tokens", "5", "--num-samples", "1")
     assert r.returncode == 0, r.stderr
-    r = _cli("eval", tmp / "ft", "--data", tmp / "toy.jsonl", "--limit", "6")
+    r = _cli("eval", tmp / "ft", "--data", tmp / "toy.jsonl", "--limit", "6", "--figure", tmp / "fig")
     assert r.returncode == 0, r.stderr
     assert "exact match on 6 questions" in r.stdout
     row = next(line for line in r.stdout.splitlines() if line.startswith("first"))
     assert "100.0%" in row  # this run; the base model (random weights) and the majority answer follow
+    assert (tmp / "fig" / "copying_heads.png").stat().st_size > 0
+
+
+def test_copy_scores_find_the_answer_in_the_passage(finetuned):
+    from scratchlm.finetune.copying import copy_scores
+
+    tmp, _ = finetuned
+    run = load_run(tmp / "ft")
+    q = "CARL:\nSpeak, speak.\n\nFRED:\nResolved.\n\nWho speaks first?"
+    s = copy_scores(run.model, run.tokenizer, q, "CARL")
+    marked = run.tokenizer.decode([s["ids"][i] for i in s["source"].nonzero()[0]])
+    assert marked == "CARL" or marked.startswith("CARL")  # the tokens that spell the name (a token may run on)
+    L, H = run.model.config.n_layer, run.model.config.n_head
+    assert s["share"].shape == (L, H) and ((s["share"] >= 0) & (s["share"] <= 1)).all()
 
 
 def test_resume_continues_exactly(tmp_path):

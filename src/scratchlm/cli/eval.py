@@ -10,6 +10,7 @@ import time
 from ..errors import ScratchLMError
 from ..finetune.evaluate import evaluate_run, read_questions, spread, table
 from ..finetune.questions import write_questions
+from ..inference import load_run
 from .common import no_extra_args
 
 NAME = "eval"
@@ -27,6 +28,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     src.add_argument("--data", metavar="FILE.jsonl", help="your own questions (the last message is the answer)")
     p.add_argument("--limit", type=int, default=0, help="only N questions, evenly spaced through the set (0 = all)")
     p.add_argument("--no-base", action="store_true", help="leave out the base model's column (half the time)")
+    p.add_argument("--figure", metavar="DIR", help="draw which heads copy the answer, for the first question "
+                                                   "answered right (DIR/copying_heads.png and .svg)")
     p.set_defaults(run=run)
     return p
 
@@ -61,6 +64,16 @@ def run(args, rest: list[str]) -> int:
     if result["model"].too_long:
         print(f"{result['model'].too_long} question(s) left no room for an answer in the context (counted wrong)")
     print(f"({time.perf_counter() - t0:.0f} s)")
+    hit = result["model"].first_hit
+    if args.figure and hit:
+        from ..finetune.copying import copy_figure  # matplotlib: loaded only when a figure is asked for
+
+        run = load_run(args.path)
+        paths = copy_figure(run.model, run.tokenizer, *hit, args.figure,
+                            title=f"{run.run_dir.name}: answer {hit[1]!r}, which heads copy it from the passage")
+        print(f"figure: {paths[0]} (which heads copy the answer from the passage)")
+    elif args.figure:
+        print("no figure: no question was answered right")
     for question, expected, got in result["examples"][:3]:
         print(f"\nQ: {question}\nexpected: {expected}\nanswer:   {got}")
     return 0

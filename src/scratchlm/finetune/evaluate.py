@@ -33,6 +33,7 @@ class Score:
     correct: Counter = field(default_factory=Counter)
     total: Counter = field(default_factory=Counter)
     too_long: int = 0
+    first_hit: tuple[str, str] | None = None  # (question, answer) of the first question answered right
 
     def add(self, kind: str, ok: bool) -> None:
         self.total[kind] += 1
@@ -118,6 +119,8 @@ def score_model(model, tok, rows: list[dict], progress=None, examples: list | No
             score.too_long += 1
         ok = got is not None and got.strip() == expected["content"].strip()
         score.add(row["kind"], ok)
+        if ok and score.first_hit is None:
+            score.first_hit = (question[-1]["content"], got)
         if examples is not None and len(examples) < 6:
             examples.append((question[-1]["content"], expected["content"], got))
         if progress:
