@@ -278,6 +278,8 @@ def run_figures(run) -> dict:
     state = json.loads((Path(run.checkpoint) / ckpt.STATE_FILE).read_text())
     figs = {"parameters": sum(p.numel() for p in model.parameters()), "step": state.get("step"),
             "checkpoint": Path(run.checkpoint).name}
+    if state.get("imported_from"):
+        figs["imported_from"] = state["imported_from"]
     best = state.get("best_val")
     if isinstance(best, (int, float)) and math.isfinite(best):
         figs["best_val_loss"] = best
@@ -300,6 +302,10 @@ def model_card(run, arch: str, figs: dict, folder_name: str) -> str:
             ("vocabulary", f"{mc.vocab_size} (byte-level BPE)"),
             ("training steps", f"{figs['step']} (checkpoint {figs['checkpoint']})"),
             ("corpus", run.config.data.path or "the built-in Shakespeare plays")]
+    origin = "trained from scratch with scratchlm"
+    if "imported_from" in figs:  # a step-0 checkpoint made by `scratchlm import`
+        origin = f"imported into scratchlm from {figs['imported_from']}"
+        rows[4:] = [("training steps", f"{figs['step']} in scratchlm (checkpoint {figs['checkpoint']})")]
     if "val_loss" in figs:
         bpb = f", {figs['val_bpb']:.4f} bits per byte" if figs.get("val_bpb") is not None else ""
         rows.append(("validation loss", f"{figs['val_loss']:.4f} nats/token{bpb} (step {figs['val_step']})"))
@@ -312,7 +318,7 @@ tags: [scratchlm, text-generation]
 ---
 # {folder_name}
 
-A language model trained from scratch with scratchlm and exported by `scratchlm export`.
+A language model {origin} and exported by `scratchlm export`.
 The weights are the run's own: in fp32 the logits agree with scratchlm's to 1e-4.
 
 | | |
