@@ -1,11 +1,13 @@
 """Our written-out attention against PyTorch's fused scaled_dot_product_attention."""
 
 import math
+from dataclasses import replace
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from scratchlm.model import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from scratchlm.model import GPT, GPTConfig, MultiHeadAttention, causal_mask, scaled_dot_product_attention
 
 
 def test_written_out_matches_sdpa_forward_and_backward():
@@ -73,3 +75,39 @@ def test_capture_weights_for_visualisation():
     torch.testing.assert_close(w, ref)
     torch.testing.assert_close(w.sum(-1), torch.ones(1, 2, 6))
     torch.testing.assert_close(captured, fast, atol=1e-5, rtol=1e-5)  # capturing does not change the output
+
+
+def _loss_and_grads(model, x, y):
+    model.zero_grad()
+    _, loss = model(x, y)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("options", [{}, {"n_kv_head": 2, "position": "rope", "qk_norm": True}])
+def test_fused_and_written_models_give_the_same_loss_and_gradients(options):
+    """model.attention = fused | written: the same numbers to 1e-5 in fp32, forward and backward."""
+    cfg = GPTConfig(vocab_size=61, block_size=16, n_layer=2, n_head=4, n_embd=32, **options)
+    torch.manual_seed(0)
+    fused = GPT(cfg)
+    written = GPT(replace(cfg, attention="written"))
+    written.load_state_dict(fused.state_dict())
+    assert all(not b.attn.fast for b in written.transformer.h) and all(b.attn.fast for b in fused.transformer.h)
+    x, y = torch.randint(0, 61, (3, 16)), torch.randint(0, 61, (3, 16))
+    loss_f, grads_f = _loss_and_grads(fused, x, y)
+    loss_w, grads_w = _loss_and_grads(written, x, y)
+    torch.testing.assert_close(loss_w, loss_f, atol=1e-5, rtol=1e-5)
+    for n in grads_f:
+        torch.testing.assert_close(grads_w[n], grads_f[n], atol=1e-5, rtol=1e-5, msg=n)
+
+
+def test_captured_weights_with_grouped_query_attention_have_one_map_per_query_head():
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(32, 4, n_kv_head=2)
+    x = torch.randn(1, 6, 32)
+    fast = attn(x)
+    attn.capture_weights = True
+    torch.testing.assert_close(attn(x), fast, atol=1e-5, rtol=1e-5)
+    w = attn.last_weights
+    assert w.shape == (1, 4, 6, 6)
+    assert not torch.allclose(w[:, 0], w[:, 1])  # heads 0 and 1 share keys and values, not queries

@@ -2,17 +2,24 @@
 bias, logit_softcap, attention): each one trains, and the KV cache and the one-token decoder give the
 full forward pass's logits; bad values are one-line errors; a checkpoint of each samples after a reload."""
 
+import os
+import signal
 from dataclasses import replace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from scratchlm.cli import main
 from scratchlm.config import build_config
 from scratchlm.errors import ScratchLMError
 from scratchlm.inference.generate import generate_tokens
 from scratchlm.model import GPT, Decoder, GPTConfig
 from scratchlm.train import checkpoint as ckpt
+from scratchlm.train import run_training
+from scratchlm.train.events import Events
 from test_accumulation import make_trainer
+from test_resume import SMALL, losses_by_step, resume
 
 BASE = GPTConfig(vocab_size=97, block_size=16, n_layer=2, n_head=4, n_embd=32)
 OPTIONS = {
@@ -179,3 +186,46 @@ def test_checkpoint_of_each_option_samples_after_a_reload(tmp_path, name):
     prompt = torch.zeros(1, 1, dtype=torch.long)
     tokens = [torch.cat(list(generate_tokens(m, prompt, 12, temperature=0.0)), 1) for m in (trainer.raw_model, fresh)]
     assert tokens[0].tolist() == tokens[1].tolist() and tokens[0].shape == (1, 12)
+
+
+MODERN = ["--model.norm", "rmsnorm", "--model.mlp", "swiglu", "--model.position", "rope", "--model.n_kv_head", "2",
+          "--model.qk_norm", "true", "--model.tie_embeddings", "false", "--model.bias", "false",
+          "--model.logit_softcap", "15"]
+
+
+QUICK = ["--viz.snapshots", "false", "--viz.figures", "false", "--viz.tensorboard", "false"]  # no figures: seconds
+
+
+@pytest.mark.parametrize("options", [["--model.attention", "written"], MODERN,
+                                     pytest.param(["--preset", "guide"], marks=pytest.mark.slow)])
+def test_command_line_trains_and_samples_each_kind(tmp_path, small_corpus, capsys, options):
+    run = tmp_path / "run"
+    preset = [] if "--preset" in options else ["--preset", "tiny"]
+    args = ["train", *preset, "--data", str(small_corpus), "--out", str(run), "--max-steps", "4",
+            "--data.tokenizer", "char", "--model.n_layer", "2", "--model.n_embd", "64", "--model.block_size", "32",
+            "--train.eval_interval", "2", "--train.eval_tokens", "256", "--sample.num_samples", "0", "--quiet",
+            "--no-doctor", *QUICK, *options]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "--prompt", "ALL:", "--max-new-tokens", "20", "--num-samples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "ALL:" in out and len(out) > 10
+
+
+@pytest.mark.slow
+def test_a_modern_block_resumes_exactly(tmp_path, small_corpus):
+    """Stopped (Ctrl-C at step 3) and resumed in a new process == straight through, bit for bit."""
+    over = {**SMALL, "data.path": str(small_corpus), "train.max_steps": 6, "train.eval_interval": 100,
+            **{MODERN[i][2:]: MODERN[i + 1] for i in range(0, len(MODERN), 2)}}
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    run_training(build_config("tiny", overrides=over), straight)
+    events = Events()
+    events.on("step_end", lambda info: info["step"] == 3 and os.kill(os.getpid(), signal.SIGINT))
+    assert run_training(build_config("tiny", overrides=over), stopped, events=events)["step"] == 3
+    done = resume(stopped, "--no-doctor", *QUICK)
+    assert done.returncode == 0, done.stderr
+    assert losses_by_step(straight) == losses_by_step(stopped)
+    a, b = (load_file(str(r / "checkpoints" / "final" / ckpt.MODEL_FILE)) for r in (straight, stopped))
+    assert "lm_head.weight" in a and set(a) == set(b)  # untied: the head is saved
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
