@@ -186,3 +186,41 @@ def test_markdown_from_other_commands_becomes_blocks():
     assert table.header == ["tokenizer", "bytes/token"] and table.align == "lr"
     assert table.rows == [["ours | gpt4", "3.10"], ["word", "4.20"]]
     assert isinstance(blocks[2], Bullets) and blocks[3].text == "**Unknown words**"
+
+
+def commands_in(doc) -> list[str]:
+    """Every `scratchlm ...` command line the guide shows: code blocks, notes and inline code."""
+    from scratchlm.report.doc import Bullets, Code, Note, Para, inline_parts
+
+    lines = []
+    for b in doc.blocks:
+        if isinstance(b, Code) and b.lang == "bash":
+            lines += b.source.splitlines()
+        elif isinstance(b, Note):
+            lines += b.command.splitlines()
+        texts = b.items if isinstance(b, Bullets) else [b.text] if isinstance(b, (Para, Note)) else []
+        lines += [t for text in texts for kind, t in inline_parts(text) if kind == "code"]
+    return [line.strip() for line in lines if line.strip().startswith("scratchlm ")]
+
+
+def test_commands_the_guide_shows_parse_with_the_real_parser(run_dir, tmp_path):
+    import shlex
+
+    from scratchlm.cli import build_parser
+    from scratchlm.report import build_document
+    from scratchlm.report.chapters import Context
+
+    doc = build_document(gather(run_dir), Context(tmp_path, samples=False, memory="skip"))
+    parser = build_parser()
+    registered = set(parser._subparsers._group_actions[0].choices)
+    commands = commands_in(doc)
+    assert len(commands) >= 10
+    checked = 0
+    for line in commands:
+        argv = shlex.split(line, comments=True)[1:]
+        if argv[0] not in registered:  # a command another part of the project is still adding
+            continue
+        args, rest = parser.parse_known_args(argv)  # a wrong spelling exits with status 2
+        assert all(a.startswith("--") and "." in a.split("=")[0] for a in rest[::2]), line
+        checked += 1
+    assert checked >= 8

@@ -29,7 +29,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-samples", action="store_true", help="do not generate samples (faster)")
     p.add_argument("--compare", metavar="DIR", help="a `scratchlm tokenizer compare` output folder "
                                                      "(default: RUN/tokenizer-compare if present)")
-    p.add_argument("--ablation", metavar="DIR", help="a `scratchlm ablate` output folder (default: RUN/ablation if present)")
+    p.add_argument("--ablation", metavar="DIR",
+                   help="a `scratchlm ablate` output folder (default: RUN/ablation if present)")
     p.add_argument("--evaluate", action="store_true", help="a fine-tuned run without scores yet: score it on the "
                                                           "held-out questions first (minutes on a CPU; saved in RUN)")
     p.add_argument("--quiet", action="store_true", help="print only the output path")
@@ -46,8 +47,8 @@ def run(args, rest: list[str]) -> int:
                           say=say)
     if not args.quiet:
         pages = f", {result['pages']} pages" if result.get("pages") else ""
-        print(f"guide written: {result['path']} ({len(result['chapters'])} chapters, {result['figures']} figures{pages}, "
-              f"{time.perf_counter() - t0:.1f} s)")
+        print(f"guide written: {result['path']} ({len(result['chapters'])} chapters, {result['figures']} figures"
+              f"{pages}, {time.perf_counter() - t0:.1f} s)")
         for what in result["missing"]:
             print(f"  not in it yet: {what}")
     else:

@@ -34,8 +34,10 @@ def build_document(facts: Facts, ctx: Context) -> Document:
                              f"context {mc.get('block_size')}"),
                    ("parameters", f"{facts.n_params:,}" if facts.n_params else "no checkpoint yet"),
                    ("vocabulary", f"{facts.vocab_size:,} tokens"),
-                   ("trained", f"{facts.last_step:,} steps" + (f" in {facts.train_time:.0f} s" if facts.train_time else "")),
-                   ("validation", f"loss {ev['val_loss']:.4f}, {ev['val_bpb']:.3f} bits per byte" if ev else "not evaluated yet")]
+                   ("trained", f"{facts.last_step:,} steps"
+                               + (f" in {facts.train_time:.0f} s" if facts.train_time else "")),
+                   ("validation", f"loss {ev['val_loss']:.4f}, {ev['val_bpb']:.3f} bits per byte" if ev
+                    else "not evaluated yet")]
     doc = Document(title=f"Build a Large Language Model from Scratch",
                    subtitle=f"written from the run “{facts.name}”", date=facts.date, facts=title_facts)
     for chapter in CHAPTERS:

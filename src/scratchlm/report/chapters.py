@@ -8,14 +8,20 @@ says so and gives the command that produces it, and the guide is still written.
 
 from __future__ import annotations
 
+import csv
 import importlib
 import json
 import math
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ..errors import ScratchLMError
+from ..inference import generate
+from ..model import attention
+from ..tokenizer import naive
+from ..train import memory
 from .doc import Block, Bullets, Code, Figure, Heading, Math, Note, Para, Table, from_markdown
 from .facts import Facts, class_excerpt, parameter_table, source_of, token_pieces
 from .figures import block_diagram, training_curves
@@ -70,8 +76,6 @@ PROBE_WORDS = ["the", "king", "Romeo", "wherefore", "thou'rt", "unfathomable", "
 
 
 def chapter_tokenization(facts: Facts, ctx: Context) -> list[Block]:
-    from ..tokenizer import naive
-
     data = facts.config.get("data", {})
     out: list[Block] = [
         Heading("Tokenization"),
@@ -90,11 +94,14 @@ def chapter_tokenization(facts: Facts, ctx: Context) -> list[Block]:
     if guide is not None and hasattr(guide, "train_bpe"):
         out += [Para("The guide's own sketch works on words with an end-of-word marker `</w>` instead of bytes "
                      "(`scratchlm.guide.train_bpe`):"),
-                Code(source_of(guide.train_bpe), caption="The guide's word-level BPE with `</w>`.")]
+                Code("\n\n".join(source_of(getattr(guide, n)) for n in ("get_stats", "merge_vocab", "train_bpe")
+                                   if hasattr(guide, n)),
+                     caption="The guide's word-level BPE with `</w>` (`scratchlm.guide`).")]
     out.append(Heading("This run's tokenizer", 2))
     run = facts.run
     if run is None:
-        return out + [missing(ctx, "the tokenizer's vocabulary and word splits (no checkpoint)", f"scratchlm train --out {run_arg(facts)}")]
+        return out + [missing(ctx, "the tokenizer's vocabulary and word splits (no checkpoint)",
+                              f"scratchlm train --out {run_arg(facts)}")]
     tok = run.tokenizer
     kind = type(tok).__name__
     bpt = facts.bytes_per_token()
@@ -144,7 +151,9 @@ def compare_part(facts: Facts, ctx: Context) -> list[Block]:
     folder = ctx.compare_dir or _first_dir(facts.run_dir, ("tokenizer-compare", "tokenizer_compare", "compare"))
     command = f"scratchlm tokenizer compare --quick --out {facts.run_dir / 'tokenizer-compare'}"
     if folder and (folder / "report.md").exists():
-        blocks = from_markdown((folder / "report.md").read_text(encoding="utf-8"), max_tables=5)
+        blocks = first_tables(from_markdown((folder / "report.md").read_text(encoding="utf-8")), 5)
+        blocks.append(Para(f"From `{folder / 'report.md'}`, written by `scratchlm tokenizer compare` "
+                           "(its CSV, JSON and the rest of the unknown-words panel are in the same folder)."))
         tables = [b for b in blocks if isinstance(b, Table)]
         for i, b in enumerate(tables):  # the first is the measurements, the others the unknown-words panel
             b.caption = b.caption or ("Tokenizers measured on held-out text." if i == 0 else
@@ -155,13 +164,25 @@ def compare_part(facts: Facts, ctx: Context) -> list[Block]:
         out.append(Table(header, rows, caption=f"Tokenizers measured on held-out text ({folder.name}/).",
                          align="l" + "r" * (len(header) - 1)))
     else:
-        return out + [missing(ctx, "the tokenizer comparison table (SentencePiece, tiktoken, word-level and ours)", command)]
+        return out + [missing(ctx, "the tokenizer comparison table (SentencePiece, tiktoken, word-level and ours)",
+                              command)]
     for name in ("plot.svg", "plot.png"):
         if (folder / name).exists():
             out.append(Figure(folder / name, "Bytes per token and unknown-token rate against vocabulary size "
                                              "(`scratchlm tokenizer compare`)."))
             break
     return out
+
+
+def first_tables(blocks: list[Block], n: int) -> list[Block]:
+    """The blocks up to the n-th table; the line that introduces the next table goes too."""
+    tables = [i for i, b in enumerate(blocks) if isinstance(b, Table)]
+    if len(tables) <= n:
+        return blocks
+    cut = tables[n]
+    if cut > 0 and isinstance(blocks[cut - 1], Para):
+        cut -= 1
+    return blocks[:cut]
 
 
 def _first_dir(base: Path, names) -> Path | None:
@@ -173,8 +194,6 @@ def _first_dir(base: Path, names) -> Path | None:
 
 def read_table(folder: Path, max_cols: int = 8) -> tuple[list[str], list[list[str]]] | None:
     """A results table written by another command: results.csv (or the first .csv), as strings."""
-    import csv
-
     files = sorted(folder.glob("*.csv"))
     if not files:
         return None
@@ -198,8 +217,6 @@ def read_table(folder: Path, max_cols: int = 8) -> tuple[list[str], list[list[st
 # --- 2 Attention ----------------------------------------------------------------------
 
 def chapter_attention(facts: Facts, ctx: Context) -> list[Block]:
-    from ..model import attention
-
     out: list[Block] = [
         Heading("Attention"),
         Para("Attention is how a position gathers information from the positions before it. Each token's vector "
@@ -214,8 +231,15 @@ def chapter_attention(facts: Facts, ctx: Context) -> list[Block]:
              "else; their outputs are concatenated and projected back."),
         Code(source_of(attention.scaled_dot_product_attention),
              caption="Attention written out, as the model runs it (`scratchlm/model/attention.py`)."),
-        Heading("Q, K and V on a prompt, for one head", 2),
     ]
+    guide = optional("scratchlm.guide")
+    if guide is not None and hasattr(guide, "scaled_dot_product_attention"):
+        out += [Para("The guide writes the same five lines with a 0/1 mask (1 = may attend), filling the masked "
+                     "scores with −10⁹ before the softmax; `scratchlm.guide` runs them as written and the tests "
+                     "check they agree with ours:"),
+                Code(source_of(guide.scaled_dot_product_attention),
+                     caption="The guide's attention (`scratchlm.guide`).")]
+    out.append(Heading("Q, K and V on a prompt, for one head", 2))
     out += viz_figures(facts, ctx, "qkv")
     out.append(Heading("Every layer and head", 2))
     out += viz_figures(facts, ctx, "attention")
@@ -260,16 +284,15 @@ def chapter_block(facts: Facts, ctx: Context) -> list[Block]:
     out += ablation_part(facts, ctx)
     out.append(Heading("Where the parameters are", 2))
     if run is None:
-        out.append(missing(ctx, "the parameter count per part (no checkpoint)", f"scratchlm train --out {run_arg(facts)}"))
+        out.append(missing(ctx, "the parameter count per part (no checkpoint)",
+                           f"scratchlm train --out {run_arg(facts)}"))
     else:
         rows = [[label, fmt_int(per), fmt_int(total)] for label, per, total in parameter_table(run.model)]
         total = facts.n_params
         rows.append(["**total**", "", f"**{fmt_int(total)}**"])
         out += [Table(["part", "each", "all"], rows, caption=f"The {fmt_int(total)} parameters of this run's model.",
                       align="lrr"),
-                Para("With a small vocabulary most parameters sit in the blocks (attention has 4·C² weights, the "
-                     "MLP 8·C² for a 4× hidden layer); in large-vocabulary models the embedding table dominates "
-                     "small models, which is one reason the output layer shares it (weight tying).")]
+                Para(block_share_text(mc))]
         attn = type(block.attn)
         out += [Heading("The real code", 2),
                 Para("The classes below are read from the installed package with `inspect.getsource`: they are "
@@ -279,6 +302,18 @@ def chapter_block(facts: Facts, ctx: Context) -> list[Block]:
                      caption=f"The model, `{type(run.model).__module__}.{type(run.model).__name__}`: building the "
                              "stack and the forward pass (its other methods serve the KV cache and the fast decoder).")]
     return out
+
+
+def block_share_text(mc: dict) -> str:
+    """Where the weights are, by formula, with this run's sizes."""
+    C, L, V = mc.get("n_embd") or 0, mc.get("n_layer") or 0, mc.get("vocab_size") or 0
+    blocks, emb = 12 * C * C * L, V * C
+    where = "the blocks" if blocks > emb else "the token embedding"
+    return (f"Per block, attention holds about 4·C² weights (Q, K, V and the output projection) and a 4× MLP "
+            f"8·C², so about 12·C² per block: here 12 × {C}² × {L} blocks ≈ {blocks:,}. "
+            f"The token embedding holds V·C = {V:,} × {C} = {emb:,}, so most weights sit in {where}. "
+            "With a large vocabulary and a small width the embedding can outweigh all the blocks — one reason "
+            "the output layer shares its matrix (weight tying).")
 
 
 def ablation_part(facts: Facts, ctx: Context) -> list[Block]:
@@ -294,7 +329,7 @@ def ablation_part(facts: Facts, ctx: Context) -> list[Block]:
     out: list[Block] = [Para(f"Each change below was trained for the same time on the same data and seed as the "
                              f"baseline (`scratchlm ablate`, results in `{folder}`):")]
     if md is not None:
-        blocks = from_markdown(md.read_text(encoding="utf-8"), max_tables=3)
+        blocks = first_tables(from_markdown(md.read_text(encoding="utf-8")), 3)
         for b in blocks:
             if isinstance(b, Table) and not b.caption:
                 b.caption = "Ablation: each change against the baseline, same time budget."
@@ -322,7 +357,8 @@ def chapter_training(facts: Facts, ctx: Context) -> list[Block]:
              "decays."),
     ]
     if not facts.steps:
-        return out + [missing(ctx, "training records (metrics.jsonl is empty)", f"scratchlm train --out {run_arg(facts)}")]
+        return out + [missing(ctx, "training records (metrics.jsonl is empty)",
+                              f"scratchlm train --out {run_arg(facts)}")]
     fig = viz_figures(facts, ctx, "curves", quiet=True)
     if not fig:
         fig = [Figure(training_curves(facts.steps, facts.evals, facts.name, ctx.figure("curves.svg")),
@@ -332,21 +368,27 @@ def chapter_training(facts: Facts, ctx: Context) -> list[Block]:
     V = facts.vocab_size
     rows = [["steps", fmt_int(facts.last_step)],
             ["training time", f"{facts.train_time:.0f} s" if facts.train_time else "n/a"],
-            ["loss at step 1 (uniform guess: ln V)", f"{facts.steps[0]['loss']:.3f} ({math.log(V):.3f})" if V else "n/a"],
+            ["loss at step 1 (uniform guess: ln V)",
+             f"{facts.steps[0]['loss']:.3f} ({math.log(V):.3f})" if V else "n/a"],
             ["final training loss", fmt_f(facts.steps[-1].get("loss"))],
             ["final validation loss", fmt_f(ev["val_loss"]) if ev else "n/a"],
             ["best validation loss", fmt_f(facts.best_val_loss)],
             ["final validation bits per byte", fmt_f(ev["val_bpb"], 3) if ev else "n/a"],
             ["tokens per second (median)", fmt_int(round(facts.median("tokens_per_s") or 0))],
-            ["MFU (median; model FLOPs ÷ peak)", f"{100 * facts.median('mfu'):.0f}%" if facts.median("mfu") else "n/a"]]
+            ["MFU (median; model FLOPs ÷ peak)",
+             f"{100 * facts.median('mfu'):.0f}%" if facts.median("mfu") else "n/a"]]
     out.append(Table(["", "this run"], rows, caption="Training in numbers.", align="lr"))
     if facts.evals:
-        evs = facts.evals if len(facts.evals) <= 12 else facts.evals[:: math.ceil(len(facts.evals) / 12)] + facts.evals[-1:]
-        out.append(Table(["step", "val loss", "bits/byte"], [[fmt_int(e["step"]), fmt_f(e["val_loss"]), fmt_f(e["val_bpb"], 3)]
-                                                           for e in evs], caption="Evaluations on the held-out text.",
+        evs = facts.evals
+        if len(evs) > 12:  # every k-th, and the last
+            k = math.ceil(len(evs) / 12)
+            evs = evs[::k] + ([evs[-1]] if (len(evs) - 1) % k else [])
+        rows = [[fmt_int(e["step"]), fmt_f(e["val_loss"]), fmt_f(e["val_bpb"], 3)] for e in evs]
+        out.append(Table(["step", "val loss", "bits/byte"], rows, caption="Evaluations on the held-out text.",
                          align="rrr"))
     else:
-        out.append(missing(ctx, "an evaluation (the run stopped before its first)", f"scratchlm train --resume {run_arg(facts)}"))
+        out.append(missing(ctx, "an evaluation (the run stopped before its first)",
+                           f"scratchlm train --resume {run_arg(facts)}"))
     out += [Heading("Learning-rate schedule", 2),
             Para(f"This run: peak {tc.get('lr')}, {tc.get('warmup_steps')} warm-up steps, then `{tc.get('schedule')}` "
                  f"decay to {tc.get('min_lr_ratio')} × the peak. Warm-up lets AdamW's moment estimates settle before "
@@ -382,16 +424,17 @@ def techniques(facts: Facts, ctx: Context) -> list[Block]:
                  f"`{tc.get('activation_checkpointing')}`."]),
     ]
     if ctx.memory == "skip" or facts.run is None:
-        return out + [missing(ctx, "memory and speed per technique", f"scratchlm memory {facts.run_dir / 'config.json'}")]
-    from ..train import memory
-
+        return out + [missing(ctx, "memory and speed per technique",
+                              f"scratchlm memory {facts.run_dir / 'config.json'}")]
     cfg = facts.run.config
     est = memory.estimate(cfg)
     rows = [[label, memory.fmt_bytes(est[key])] for key, label in
             (("weights", "weights (fp32)"), ("gradients", "gradients (fp32)"), ("adamw", "AdamW moments (2 × fp32)"),
              ("activations", f"activations + logits (micro-batch {est['micro_batch']})"))]
-    rows.append(["**total for training**", f"**{memory.fmt_bytes(sum(est[k] for k in ('weights', 'gradients', 'adamw', 'activations')))}**"])
-    out.append(Table(["component", "estimate"], rows, caption="Training memory by formula (`scratchlm memory`).", align="lr"))
+    total = sum(est[k] for k in ("weights", "gradients", "adamw", "activations"))
+    rows.append(["**total for training**", f"**{memory.fmt_bytes(total)}**"])
+    out.append(Table(["component", "estimate"], rows, caption="Training memory by formula (`scratchlm memory`).",
+                     align="lr"))
     measured = measured_memory(facts, ctx, memory)
     if measured:
         out.append(Table(["variant", "peak memory", "tokens/s"],
@@ -467,7 +510,8 @@ def formed_when(facts: Facts) -> list[Block]:
     ent = snaps.metrics.get("entropy")
     text = (f"Mean attention entropy went from {ent[0].mean():.2f} at step {int(snaps.steps[0]):,} to "
             f"{ent[-1].mean():.2f} at step {int(snaps.steps[-1]):,} (1 = attention spread evenly): "
-            + ("the heads became more selective." if ent[-1].mean() < ent[0].mean() else "the heads did not sharpen yet.")
+            + ("the heads became more selective." if ent[-1].mean() < ent[0].mean() - 0.02
+               else "the heads have barely sharpened yet (a longer run shows more).")
             if ent is not None and len(snaps.steps) else "")
     return [Table(["kind of head", "strongest at the end", "score", f"first snapshot with a head above the bar"],
                   rows, caption=f"What formed when, over {len(snaps.steps)} snapshots (bars: previous token 0.5, "
@@ -496,14 +540,13 @@ def chapter_generation(facts: Facts, ctx: Context) -> list[Block]:
     if not ctx.samples:
         return out + [Note("Samples were switched off for this guide; see them with:",
                            command=f"scratchlm sample {facts.run_dir} --temperature 0.8 --top-p 0.95")]
-    from ..inference import generate
-
     prompt = facts.config.get("sample", {}).get("prompt") or "\n"
     ctx.say(f"sampling at {len(SAMPLING)} temperature / top-p settings...")
     for temp, top_p in SAMPLING:
         text = "".join(generate(facts.run, prompt, max_new_tokens=120, temperature=temp, top_p=top_p, seed=1))
         out += [Para(f"**temperature {temp}, top-p {top_p}**"), Code(text.strip("\n") or "(empty)", lang="text")]
-    out.append(Para(f"Reproduce any of them: `scratchlm sample {facts.run_dir} --temperature 0.8 --top-p 0.95 --seed 1`."))
+    out.append(Para(f"Reproduce any of them: `scratchlm sample {facts.run_dir} --temperature 0.8 --top-p 0.95 "
+                    "--seed 1`."))
     return out
 
 
@@ -531,7 +574,8 @@ def chapter_questions(facts: Facts, ctx: Context) -> list[Block]:
         info = {}
     rows = [[k.replace("_", " "), str(v)] for k, v in info.items() if isinstance(v, (str, int, float))][:14]
     if rows:
-        out.append(Table(["", "this fine-tuning"], rows, caption="How this run was fine-tuned (finetune.json).", align="ll"))
+        out.append(Table(["", "this fine-tuning"], rows, caption="How this run was fine-tuned (finetune.json).",
+                         align="ll"))
     result_path = facts.run_dir / EVAL_FILE
     if not result_path.exists() and ctx.evaluate:
         evaluate_questions(facts.run_dir, ctx.say)
@@ -559,15 +603,14 @@ EVAL_FILE = "eval_questions.json"  # the held-out question scores, saved in the 
 def evaluate_questions(run_dir: Path, say) -> Path:
     """Score a fine-tuned run on the built-in held-out questions (as `scratchlm eval RUN --task questions`)
     and save the result as RUN/eval_questions.json for the guide."""
-    import tempfile
-    from dataclasses import asdict
-
+    # the fine-tuning extra: only a fine-tuned run's guide needs it
     from ..finetune.evaluate import evaluate_run, read_questions
-    from ..finetune.questions import write_questions
+    from ..finetune.questions import write_questions  # (the extra, as above)
 
     with tempfile.TemporaryDirectory() as tmp:
         rows = read_questions(write_questions(tmp)["eval"])
-    say(f"scoring {len(rows)} held-out questions (greedy answers from this run, the base model and the majority answer)...")
+    say(f"scoring {len(rows)} held-out questions (greedy answers from this run, the base model and the majority "
+        "answer)...")
     result = evaluate_run(run_dir, rows, baseline_model=True)
     data = {key: asdict(result[key]) for key in ("model", "base", "majority") if key in result}
     data["examples"] = [list(e) for e in result.get("examples", [])]
@@ -660,11 +703,12 @@ def chapter_next(facts: Facts, ctx: Context) -> list[Block]:
                  f"Find a better learning rate: `scratchlm sweep lr`",
                  "Compare tokenizers on your corpus: `scratchlm tokenizer compare --vocab-sizes 1024,4096`",
                  f"See inside: `scratchlm viz attention {r} --prompt \"ROMEO:\"`",
-                 f"Teach it to answer questions: `scratchlm finetune --init-from {r} --data data/questions/train.jsonl`",
+                 f"Teach it to answer questions: `scratchlm finetune --init-from {r} "
+                 "--data data/questions/train.jsonl`",
                  "Train on several GPUs: `torchrun --standalone --nproc_per_node 8 -m scratchlm train --preset gpt2`",
                  f"Check a run for problems: `scratchlm doctor {r}`",
-                 f"Use the model elsewhere: `scratchlm export {r} --format huggingface --out {r}-hf` (then "
-                 "`transformers.AutoModelForCausalLM.from_pretrained`)"]),
+                 f"Use the model elsewhere: `scratchlm export {r} --format hf --out {r}-hf` (then "
+                 "`transformers.AutoModelForCausalLM.from_pretrained`), or `--format gguf` for llama.cpp"]),
     ]
 
 
@@ -697,10 +741,10 @@ VIZ_FILES = {
 CAPTIONS = {
     "qkv_projections": "Attention, step 1, for layer 0, head 0 on the probe prompt: the input vectors X (one row per "
                        "token) and their projections Q = X·W_q, K = X·W_k and V = X·W_v.",
-    "qkv_attention": "Attention, step 2: the scores Q·Kᵀ/√d_k, the causal mask, the softmax weights (each row sums "
-                     "to 1) and the output, weights·V.",
-    "qkv_cube": "Q, K and V of layer 0 as (heads × tokens × head dimension) blocks; the highlighted slice is the head "
-                "shown in the two figures above.",
+    "qkv_attention": "Attention, step 2: the scores Q·Kᵀ/√d_k, the causal mask, the softmax weights (each row "
+                     "sums to 1) and the output, weights·V.",
+    "qkv_cube": "Q, K and V of layer 0 as (heads × tokens × head dimension) blocks; the highlighted slice is the "
+                "head shown in the two figures above.",
     "attention_grid": "Where each token looks: every layer's and head's attention map on the probe prompt (query "
                       "rows, key columns; darker = more weight).",
     "attention_filmstrip": "The attention maps of the probe prompt at each snapshot during training, left to right.",
@@ -749,10 +793,11 @@ def viz_figures(facts: Facts, ctx: Context, kind: str, quiet: bool = False) -> l
         if quiet:
             return []
         ctx.notes.append(VIZ_WHAT[kind])
-        return [Note(f"Not in this guide yet: {VIZ_WHAT[kind]}. {e}.", command=VIZ_COMMANDS[kind].format(run=facts.run_dir),
-                     missing=True)]
+        return [Note(f"Not in this guide yet: {VIZ_WHAT[kind]}. {e}.",
+                     command=VIZ_COMMANDS[kind].format(run=facts.run_dir), missing=True)]
     svgs = {p.stem: p for p in paths if p.suffix == ".svg"}
-    return [Figure(svgs[n], CAPTIONS[n]) for n in names if n in svgs] + animation([p for p in paths if p.suffix == ".gif"])
+    gifs = [p for p in paths if p.suffix == ".gif"]
+    return [Figure(svgs[n], CAPTIONS[n]) for n in names if n in svgs] + animation(gifs)
 
 
 def animation(gifs: list[Path]) -> list[Block]:

@@ -120,32 +120,30 @@ def plain_text(text: str) -> str:
     return "".join(t for _, t in inline_parts(text))
 
 
-def from_markdown(text: str, max_tables: int | None = None) -> list[Block]:
+def from_markdown(text: str) -> list[Block]:
     """Blocks from the plain Markdown other commands write (paragraphs, `|` tables, `-` lists,
     `#` headings shown as strong lines): enough to place their reports in the guide."""
     blocks: list[Block] = []
     para: list[str] = []
     table: list[list[str]] = []
     items: list[str] = []
-    n_tables = 0
 
     def cells(line: str) -> list[str]:
         parts = re.split(r"(?<!\\)\|", line.strip().strip("|"))
         return [c.strip().replace("\\|", "|") for c in parts]
 
     def flush():
-        nonlocal para, table, items, n_tables
+        nonlocal para, table, items
         if para:
             blocks.append(Para(" ".join(para)))
         if items:
             blocks.append(Bullets(items))
         if table:
-            n_tables += 1
-            if max_tables is None or n_tables <= max_tables:
-                header, body = table[0], [r for r in table[1:] if not set("".join(r)) <= set("-: ")]
-                align = "".join("r" if c.endswith(":") and not c.startswith(":") else "l" for c in table[1]) \
-                    if len(table) > 1 else ""
-                blocks.append(Table([plain_text(h) for h in header], body, align=align if len(align) == len(header) else ""))
+            header, body = table[0], [r for r in table[1:] if not set("".join(r)) <= set("-: ")]
+            align = "".join("r" if c.endswith(":") and not c.startswith(":") else "l" for c in table[1]) \
+                if len(table) > 1 else ""
+            align = align if len(align) == len(header) else ""
+            blocks.append(Table([plain_text(h) for h in header], body, align=align))
         para, table, items = [], [], []
 
     for line in text.splitlines():
@@ -194,7 +192,7 @@ def typst_inline(text: str) -> str:
 TYPST_PREAMBLE = r"""
 #set document(title: TITLE, author: "scratchlm")
 #set page(paper: "a4", margin: (x: 2.2cm, y: 2.4cm))
-#set text(size: 10.5pt, lang: "en")
+#set text(size: 10.5pt, lang: "en", hyphenate: false)
 #set par(justify: true)
 #set heading(numbering: "1.1")
 #show heading.where(level: 1): it => { pagebreak(weak: true); v(1.5em); text(size: 20pt, it); v(0.8em) }
@@ -248,7 +246,7 @@ def typst_block(b: Block) -> str:
         cells += [f"[{typst_inline(str(c))}]" for row in b.rows for c in row]
         table = f"table(columns: {ncol}, align: ({align},), {', '.join(cells)})"
         if ncol >= 7:  # a wide table: smaller type so it fits the page
-            table = f"[#set text(size: 6.5pt)\n#{table}]"
+            table = f"[#show table: set text(size: 6.5pt)\n#{table}]"
         if not b.caption:
             return f"#{table}\n"
         fig = f"#figure({table}, caption: [{typst_inline(b.caption)}])"
@@ -274,7 +272,8 @@ def typst_block(b: Block) -> str:
 CSS = """
 body { font-family: Georgia, 'Times New Roman', serif; max-width: 50em; margin: 2em auto; padding: 0 1em;
        line-height: 1.5; color: #222; }
-h1 { border-bottom: 1px solid #ccc; margin-top: 2.5em; } h1.title { border: none; text-align: center; font-size: 2.4em; }
+h1 { border-bottom: 1px solid #ccc; margin-top: 2.5em; }
+h1.title { border: none; text-align: center; font-size: 2.4em; }
 .subtitle, .date { text-align: center; } .facts { margin: 1em auto; }
 pre { background: #f5f5f5; padding: .6em; overflow-x: auto; font-size: .85em; border-radius: 3px; }
 code { font-family: 'DejaVu Sans Mono', Menlo, monospace; font-size: .9em; }
@@ -293,16 +292,17 @@ def html_inline(text: str) -> str:
     out = []
     for kind, t in inline_parts(text):
         t = html.escape(t)
-        out.append({"text": t, "code": f"<code>{t}</code>", "emph": f"<em>{t}</em>", "strong": f"<strong>{t}</strong>"}[kind])
+        tags = {"code": "code", "emph": "em", "strong": "strong"}
+        out.append(t if kind == "text" else f"<{tags[kind]}>{t}</{tags[kind]}>")
     return "".join(out)
 
 
 def highlight_html(source: str, lang: str) -> str:
-    try:  # pygments colours the code when it is installed; plain text otherwise
+    try:  # pygments colours the code when it is installed; plain text otherwise (hence imported here)
         from pygments import highlight
-        from pygments.formatters import HtmlFormatter
-        from pygments.lexers import get_lexer_by_name
-        from pygments.util import ClassNotFound
+        from pygments.formatters import HtmlFormatter  # (optional)
+        from pygments.lexers import get_lexer_by_name  # (optional)
+        from pygments.util import ClassNotFound  # (optional)
     except ImportError:
         return f"<pre><code>{html.escape(source)}</code></pre>"
     try:
@@ -313,7 +313,8 @@ def highlight_html(source: str, lang: str) -> str:
 
 
 def data_uri(path: Path) -> str:
-    mime = {".svg": "image/svg+xml", ".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg"}[path.suffix.lower()]
+    mime = {".svg": "image/svg+xml", ".png": "image/png", ".gif": "image/gif",
+            ".jpg": "image/jpeg"}[path.suffix.lower()]
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 

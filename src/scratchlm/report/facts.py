@@ -96,7 +96,8 @@ def gather(run_dir: str | Path) -> Facts:
     try:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ScratchLMError(f"{run_dir} has no config.json: not a run folder (scratchlm train --out DIR makes one)") from None
+        raise ScratchLMError(f"{run_dir} has no config.json: not a run folder "
+                             "(scratchlm train --out DIR makes one)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ScratchLMError(f"{cfg_path} is corrupt ({e.__class__.__name__}); the run folder is broken") from None
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
