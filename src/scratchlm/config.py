@@ -52,6 +52,8 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | wsd (warmup, constant, linear cool-down)
     cooldown_frac: float = 0.2  # wsd: the last fraction of training spent cooling down
     weight_decay: float = 0.1  # applied to matrices only
+    optimizer: str = "adamw"  # adamw | muon (Muon for the blocks' matrices, AdamW for the rest: train/optim.py)
+    muon_lr_ratio: float = 1.0  # muon: the matrices' learning rate is lr × this
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 = no clipping
@@ -265,6 +267,10 @@ def validate(cfg: RunConfig) -> None:
     _require(t.schedule in ("cosine", "wsd"), "train.schedule", "cosine or wsd", t.schedule)
     _require(0.0 <= t.cooldown_frac <= 1.0, "train.cooldown_frac", "must be in [0, 1]", t.cooldown_frac)
     _require(0 <= t.weight_decay <= 10, "train.weight_decay", "must be in [0, 10]", t.weight_decay)
+    _require(t.optimizer in ("adamw", "muon"), "train.optimizer", "adamw or muon", t.optimizer)
+    _require(0 < t.muon_lr_ratio <= 100, "train.muon_lr_ratio", "must be in (0, 100]", t.muon_lr_ratio)
+    _require(not (t.optimizer == "muon" and t.fsdp), "train.optimizer", "muon needs whole matrices: use DDP "
+             "(train.fsdp false) or adamw", t.optimizer)
     _require(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2", "must be in [0, 1)", (t.beta1, t.beta2))
     _require(t.grad_clip >= 0, "train.grad_clip", "must be >= 0", t.grad_clip)
     _require(t.eval_interval > 0, "train.eval_interval", "must be positive", t.eval_interval)

@@ -122,7 +122,8 @@ class Trainer:
         if self.fsdp:  # shards the model in place; the optimizer must see the sharded parameters
             fsdp_wrap(self.model, rt)
         self.optimizer, self.optimizer_kind = make_optimizer(self.model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2),
-                                                             "fsdp" if self.fsdp else rt.device.type)
+                                                             "fsdp" if self.fsdp else rt.device.type,
+                                                             tc.optimizer, tc.muon_lr_ratio)
         if tc.compile:
             self.model = torch.compile(self.model)
         if rt.distributed and not self.fsdp:
@@ -160,6 +161,8 @@ class Trainer:
         mc = cfg.model
         tps = self.tokens_per_step()
         n_train = self.train_batches.num_tokens
+        opt_name = (f"Muon (block matrices, lr × {tc.muon_lr_ratio:g}) + AdamW (the rest)" if tc.optimizer == "muon"
+                    else f"AdamW ({self.optimizer_kind})")
         lines = [
             f"model      {m.num_params() / 1e6:.2f}M parameters ({m.num_params(False) / 1e6:.2f}M with position "
             f"embeddings): {mc.n_layer} layers × {mc.n_head} heads × {mc.n_embd} wide, context {mc.block_size}, "
@@ -170,7 +173,7 @@ class Trainer:
             f"budget     {tc.max_steps:,} steps"
             + (f" or {tc.max_time:g} s, whichever ends first" if tc.max_time else "")
             + f"; {tc.max_steps * tps / max(1, n_train):.1f} epochs if all steps run",
-            f"optimizer  AdamW ({self.optimizer_kind}), lr {tc.lr:g} → {tc.lr * tc.min_lr_ratio:g} ({tc.schedule}, "
+            f"optimizer  {opt_name}, lr {tc.lr:g} → {tc.lr * tc.min_lr_ratio:g} ({tc.schedule}, "
             f"{tc.warmup_steps} warmup steps), weight decay {tc.weight_decay:g} on matrices, clip {tc.grad_clip:g}",
             f"device     {rt.device} — {rt.device_reason}; {torch.get_num_threads()} threads",
             f"dtype      {rt.dtype} — {rt.dtype_reason}",
