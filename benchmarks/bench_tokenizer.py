@@ -21,6 +21,12 @@ For each corpus and vocabulary size, in this one process:
   * peak memory of training: each trainer runs once more in a fresh Python process
     (so memory freed by an earlier run cannot be reused unseen), and the figure is
     its proportional set size above what it held before training, workers included.
+  * long repeated runs (issue 20): 1 MB of one space, newline, "a", "ab" or emoji,
+    fresh cache, against the held-out text; the slowest must stay within 5x of it;
+    tiktoken running our ranks on the same run for reference;
+  * memory of encoding 4 MB of text in which no chunk repeats: the peak of Python and
+    NumPy allocations (tracemalloc) during `encode_ordinary`, and the size of the ids
+    it returns (the part that has to grow with the input).
 
 Corpora: `shakespeare` is the built-in corpus (`scratchlm.data.shakespeare`), whole
 plays held out (the validation plays); `code` is the `.py` files of this Python's
@@ -282,7 +288,58 @@ def run(name, train_docs, held_docs, vocab_sizes, repeat, workers, code_mb):
             + (f"; tiktoken-export / tiktoken's own cl100k_base {row['mbs_tt1'] / mbs_own:.2f}x" if mbs_own else "")
         )
         sys.stdout.flush()
+        runs_and_memory(ours, held_docs, row["mbs_cold"], repeat)
     return rows
+
+
+def runs_and_memory(tok, held_docs, mbs_normal: float, repeat: int) -> None:
+    """The long-run rows and the unique-chunk memory row (see the module docstring)."""
+    import string
+    import tracemalloc
+
+    from scratchlm.tokenizer.bpe import BPETokenizer
+    from scratchlm.tokenizer.export import to_tiktoken
+
+    enc = to_tiktoken(tok)
+    worst = None
+    parts = []
+    for unit in (" ", "\n", "a", "ab", "🤖"):
+        text = unit * (1_000_000 // len(unit.encode()))
+        fresh = [BPETokenizer.from_dict(tok.to_dict()) for _ in range(repeat)]
+        t, ids = best_of(lambda: fresh.pop().encode_ordinary(text), repeat)
+        mbs = 1.0 / t
+        worst = mbs if worst is None else min(worst, mbs)
+        try:  # tiktoken's regex engine can overflow its stack on a long whitespace run (a Rust panic)
+            t_tt, ids_tt = best_of(lambda: enc.encode_ordinary(text), 1)
+            ref = f"tiktoken-export {1.0 / t_tt:.2f}{'' if ids == ids_tt else ', IDS DIFFER'}"
+        except BaseException as e:  # noqa: BLE001 - pyo3's PanicException is a BaseException
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            ref = f"tiktoken-export failed: {str(e).split(':')[-1].strip()[:40]}"
+        parts.append(f"{unit!r} {mbs:.2f} ({ref})")
+    print(f"  long runs, 1 MB each, MB/s fresh cache: {'; '.join(parts)}\n"
+          f"  slowest run vs held-out text ({mbs_normal:.2f} MB/s): {mbs_normal / worst:.2f}x slower (target <= 5x)")
+
+    def word(i: int) -> str:
+        return " " + "".join(string.ascii_lowercase[(i // 26**k) % 26] for k in range(5))
+
+    text = "".join(map(word, range(4_000_000 // 6)))  # 4 MB, no chunk twice
+    fresh = BPETokenizer.from_dict(tok.to_dict())
+    gc.collect()
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    ids = fresh.encode_ordinary(text)
+    seconds = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    tracemalloc.start()
+    kept = list(ids)  # what the returned list itself costs: a copy of it, measured alone
+    out_bytes, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del kept
+    print(f"  encoding {len(text) / 1e6:.1f} MB of unique chunks ({len(ids):,} ids, {seconds:.2f} s under tracemalloc): "
+          f"peak {peak / 1e6:.0f} MB of Python/NumPy allocations; the returned ids take {out_bytes / 1e6:.0f} MB")
+    sys.stdout.flush()
 
 
 def main(argv=None) -> int:

@@ -25,7 +25,8 @@ are not worth their memory, never enter it.
 from __future__ import annotations
 
 import heapq
-from itertools import chain
+from bisect import bisect_left
+from itertools import accumulate, chain
 
 import numpy as np
 
@@ -86,7 +87,9 @@ class FastEncoder:
         if not new:
             return [list(chain.from_iterable(map(cache.__getitem__, chunks))) for chunks in split]
         fresh = self.encode_chunks(new)
-        short = {c: ids for c, ids in fresh.items() if len(c) <= LONG_CHUNK}
+        short = fresh  # what may enter the cache: not the long chunks (rare; not worth their memory)
+        if max(map(len, fresh)) > LONG_CHUNK:
+            short = {c: ids for c, ids in fresh.items() if len(c) <= LONG_CHUNK}
         if len(cache) + len(short) > CACHE_LIMIT:  # start a new cache with this call's chunks
             old = distinct.difference(new)
             cache = dict(zip(old, map(cache.__getitem__, old)))
@@ -107,22 +110,18 @@ class FastEncoder:
         out = {c: [t] for c, t in zip(chunks, map(self.whole.get, chunks)) if t is not None}
         rest = [c for c in chunks if c not in out]
         raw = [c.encode("utf-8", "surrogateescape") for c in rest]
-        small_c, small_b = [], []
-        for c, b in zip(rest, raw):
-            if len(b) > LONG_CHUNK:
-                out[c] = self.merge_long(b)
-            else:
-                small_c.append(c)
-                small_b.append(b)
-        if len(small_c) < BATCH_MIN:
-            out.update((c, self.merge_short(list(b))) for c, b in zip(small_c, small_b))
+        if max(map(len, raw), default=0) > LONG_CHUNK:  # rare: take the long chunks out
+            out.update((c, self.merge_long(b)) for c, b in zip(rest, raw) if len(b) > LONG_CHUNK)
+            rest, raw = [c for c in rest if c not in out], [b for b in raw if len(b) <= LONG_CHUNK]
+        if len(rest) < BATCH_MIN:
+            out.update((c, self.merge_short(list(b))) for c, b in zip(rest, raw))
             return out
-        start, size = 0, 0  # batches of about BATCH_BYTES bytes
-        for i, b in enumerate(small_b):
-            size += len(b)
-            if size >= BATCH_BYTES or i == len(small_b) - 1:
-                out.update(zip(small_c[start : i + 1], self.batch.encode(small_b[start : i + 1])))
-                start, size = i + 1, 0
+        ends = list(accumulate(map(len, raw)))  # batches of about BATCH_BYTES bytes each
+        start = 0
+        while start < len(raw):
+            stop = bisect_left(ends, (ends[start - 1] if start else 0) + BATCH_BYTES, lo=start) + 1
+            out.update(zip(rest[start:stop], self.batch.encode(raw[start:stop])))
+            start = stop
         return out
 
     # ------------------------------------------------------------------ one chunk
