@@ -16,8 +16,8 @@ _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # the d
 
 def encode_prompt(tok, prompt: str, block_size: int, warn=lambda m: print(m, file=sys.stderr)) -> list[int]:
     ids = tok.encode(prompt) if prompt else []
-    if not ids:
-        ids = tok.encode("\n")
+    if not ids:  # start from a new line, or <|endoftext|> where a new line has no token (word-level BPE)
+        ids = tok.encode("\n") or [tok.special_tokens[s] for s in ("<|endoftext|>",) if s in tok.special_tokens]
     if len(ids) > block_size:
         warn(f"note: the prompt is {len(ids)} tokens, longer than the context ({block_size}); keeping its last {block_size}")
         ids = ids[-block_size:]
