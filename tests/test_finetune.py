@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -183,3 +184,28 @@ def test_cli_errors_are_one_line(tmp_path):
                                              "(roles: system, user, assistant)"]
     r = _cli("chat", base)  # a base run has no chat tokens
     assert r.returncode == 2 and "not fine-tuned" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_two_ranks_under_torchrun_match_one_process(tmp_path):
+    """`torchrun --nproc_per_node 2 -m scratchlm finetune`: 2 ranks × 1 micro-batch of 3 draw the rows 1 process
+    × 2 micro-batches of 3 draws, and DDP averages the gradients: the same losses to float rounding."""
+    base = make_base_run(tmp_path / "base")
+    data = toy_questions(tmp_path / "toy.jsonl")
+    common = FAST + ["train.batch_size=6", "train.micro_batch_size=3", "train.max_steps=4", "train.eval_interval=4"]
+    run_finetune(base, data, tmp_path / "one", overrides=common)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "scratchlm",
+           "finetune", "--init-from", str(base), "--data", str(data), "--out", str(tmp_path / "two"), "--quiet",
+           *[f"--{o}" for o in common]]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    def losses(run_dir):
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in rows if "loss" in r], [r["val_loss"] for r in rows if r.get("event") == "eval"]
+
+    (train1, val1), (train2, val2) = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(train1) == len(train2) == 4
+    np.testing.assert_allclose(train2, train1, rtol=1e-5)
+    np.testing.assert_allclose(val2, val1, rtol=1e-5)
