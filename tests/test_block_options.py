@@ -229,3 +229,15 @@ def test_a_modern_block_resumes_exactly(tmp_path, small_corpus):
     assert "lm_head.weight" in a and set(a) == set(b)  # untied: the head is saved
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_memory_estimate_knows_the_options():
+    from scratchlm.train.memory import activation_values, estimate
+
+    base = build_config("tiny", overrides=["train.dtype=fp32"])
+    gqa = build_config("tiny", overrides=["train.dtype=fp32", "model.n_kv_head=1", "model.mlp=swiglu"])
+    assert activation_values(base.model) == 17 * base.model.n_embd  # GPT-2's block, as before
+    a, b = estimate(base), estimate(gqa)
+    assert b["kv_cache"] == a["kv_cache"] // base.model.n_head  # one key/value head instead of n_head
+    assert b["parameters"] == sum(p.numel() for p in GPT(gqa.model).parameters())
+    assert b["activations"] > a["activations"]  # SwiGLU keeps gate, up and their product

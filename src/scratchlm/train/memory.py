@@ -58,6 +58,17 @@ def vocab_for(cfg) -> tuple[int, str]:
     return 256, "char tokenizer: assumed ≤256 symbols (the real count depends on the text)"
 
 
+def activation_values(m) -> int:
+    """Values kept for backward per token and layer (17·C for GPT-2's block): the block input and two
+    norm outputs (3·C), q, k, v (C + 2·C_kv, C_kv = n_kv_head·head_dim), the attention output and the
+    projection input (2·C), the MLP hidden layer before and after its activation (2·F; SwiGLU: gate and
+    up, silu(gate), the product: 4·F), the residual (C); RoPE and qk-norm keep another q and k each."""
+    C, F = m.n_embd, m.ff_width()
+    kv = m.kv_heads() * (C // m.n_head)
+    qk_copies = (m.position == "rope") + bool(m.qk_norm)
+    return 3 * C + (C + 2 * kv) + 2 * C + (4 if m.mlp == "swiglu" else 2) * F + C + qk_copies * (C + kv)
+
+
 def estimate(cfg, world: int = 1) -> dict:
     """Bytes per component by formula; see the module docstring."""
     m, tc = cfg.model, cfg.train
@@ -70,12 +81,12 @@ def estimate(cfg, world: int = 1) -> dict:
     tokens = micro * m.block_size
     C, L, V = m.n_embd, m.n_layer, m.vocab_size
     if tc.activation_checkpointing == "none":
-        per_layer = 17 * C * act_bytes + 2 * C * 4  # the residual stream and LayerNorm inputs stay fp32
+        per_layer = activation_values(m) * act_bytes + 2 * C * 4  # the residual stream and norm inputs stay fp32
         acts = tokens * L * per_layer
     else:
         # checkpointed blocks, as the trainer picks them: all, or every k-th from the first
         ckpt = L if tc.activation_checkpointing == "blocks" else len(range(0, L, int(tc.activation_checkpointing[6:])))
-        recompute = 17 * C * act_bytes + 2 * C * 4
+        recompute = activation_values(m) * act_bytes + 2 * C * 4
         acts = tokens * ((L - ckpt) * recompute + ckpt * C * 4 + recompute)
     logits = tokens * V * (act_bytes + 4 + 4)  # logits, their fp32 copy for the loss, its gradient
     shard = world if tc.fsdp else 1
@@ -85,7 +96,7 @@ def estimate(cfg, world: int = 1) -> dict:
         "gradients": n_params * 4 / shard,
         "adamw": n_params * 8 / shard,
         "activations": acts + logits,
-        "kv_cache": 2 * L * m.block_size * C * (2 if half else 4),
+        "kv_cache": 2 * L * m.block_size * m.kv_heads() * (C // m.n_head) * (2 if half else 4),
         "micro_batch": micro,
     }
 
