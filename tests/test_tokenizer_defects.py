@@ -272,6 +272,21 @@ def test_batch_merges_work_in_bounded_pieces(tok, monkeypatch):
     assert len(sizes) > 5 and max(sizes) <= 20_000 + fast_module.LONG_CHUNK
 
 
+def test_a_long_text_is_encoded_a_slice_of_chunks_at_a_time(tok, monkeypatch):
+    # The sets and dicts of one step (distinct chunks, new chunks, their ids) cover at
+    # most SLICE_CHUNKS chunks, however long the text.
+    from scratchlm.tokenizer.fast import FastEncoder
+
+    seen = []
+    original = FastEncoder._encode_split
+    monkeypatch.setattr(FastEncoder, "_encode_split",
+                        lambda self, split: seen.append(sum(map(len, split))) or original(self, split))
+    monkeypatch.setattr(fast_module, "SLICE_CHUNKS", 100)
+    text = "".join(map(word, range(1000))) + TEXT
+    assert BPETokenizer.from_dict(tok.to_dict()).encode(text) == tok.encode_simple(text)
+    assert len(seen) > 10 and max(seen) <= 100
+
+
 def test_memory_of_encoding_grows_like_its_output(tok):
     # Working memory beyond the returned ids stays within a small factor of the text:
     # measured with tracemalloc on 100 kB of unique chunks (benchmarks/bench_tokenizer.py

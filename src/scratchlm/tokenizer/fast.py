@@ -47,9 +47,12 @@ ROUNDS_SHARE = 1 / 64
 BATCH_MIN = 64
 # The batch merge takes at most this many bytes of chunks at a time: its arrays
 # (8 bytes per byte of text, several of them) stay a few MB whatever the input.
-BATCH_BYTES = 1 << 20
-# encode_texts splits its input into groups of about this many characters.
+BATCH_BYTES = 1 << 18
+# encode_texts splits its input into groups of about this many characters, and a group
+# with more chunks than SLICE_CHUNKS (one long text) is encoded a slice of chunks at a
+# time: the sets and dicts of one step stay bounded, whatever the size of the text.
 GROUP_CHARS = 4_000_000
+SLICE_CHUNKS = 1 << 17
 # The chunk cache starts over when it would hold more entries than this.
 CACHE_LIMIT = 1 << 18
 NO_MERGE = 1 << 62  # the "rank" of a pair that is not a merge
@@ -81,6 +84,18 @@ class FastEncoder:
 
     def _encode_group(self, texts: list[str]) -> list[list[int]]:
         split = [self.split(t) for t in texts]
+        if sum(map(len, split)) <= SLICE_CHUNKS:
+            return self._encode_split(split)
+        out = []
+        for chunks in split:
+            ids: list[int] = []
+            for k in range(0, len(chunks), SLICE_CHUNKS):
+                ids += self._encode_split([chunks[k : k + SLICE_CHUNKS]])[0]
+            out.append(ids)
+        return out
+
+    def _encode_split(self, split: list[list[str]]) -> list[list[int]]:
+        """The ids of texts given as their chunks: from the cache, new chunks merged."""
         cache = self.cache  # this call uses this dict, even if another thread starts a new one
         distinct = set().union(*split)
         new = distinct.difference(cache)  # most chunks were seen before
