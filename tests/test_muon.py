@@ -1,9 +1,14 @@
 """Muon (train/optim.py): Newton-Schulz orthogonalisation, the step against a reference written
 differently, a toy problem, state round trip, and the trainer with train.optimizer=muon."""
 
+import importlib.util
 import io
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -194,3 +199,36 @@ def test_trainer_trains_with_muon_and_resumes_exactly(small_corpus, tmp_path):
     saved.train.max_steps = 40
     resumed = run_training(saved, tmp_path / "split", resume=True)
     assert resumed["val_loss"] == pytest.approx(whole["val_loss"], abs=1e-6)
+
+
+# ---- benchmarks/speedrun.py on the CPU with a tiny budget -------------------------------------------
+
+SPEEDRUN = Path(__file__).resolve().parent.parent / "benchmarks" / "speedrun.py"
+TINY = ["--model.n_layer", "1", "--model.n_embd", "32", "--model.n_head", "2", "--model.block_size", "16",
+        "--train.batch_size", "4", "--train.threads", "1", "--train.warmup_steps", "2"]
+
+
+def speedrun(*args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(SPEEDRUN), "--device", "cpu", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+@pytest.mark.slow  # three runs of the script in fresh processes
+def test_speedrun_reports_and_exit_status(small_corpus, tmp_path):
+    met = speedrun("--data", str(small_corpus), "--max-steps", "6", "--target", "50", *TINY, cwd=tmp_path)
+    assert met.returncode == 0, met.stderr
+    out = met.stdout
+    assert "optimizer=muon" in out and "n_layer=1" in out  # the configuration is printed
+    assert "final   : val" in out and "whole validation split" in out and "TARGET MET" in out
+    missed = speedrun("--data", str(small_corpus), "--max-steps", "2", "--target", "0.01", *TINY, cwd=tmp_path)
+    assert missed.returncode == 1 and "missed: val" in missed.stdout
+
+
+def test_speedrun_says_when_the_data_is_absent(tmp_path, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("speedrun", SPEEDRUN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["speedrun.py", "--data", str(tmp_path / "nope.txt")])
+    assert module.main() == 2
+    assert "Tiny Shakespeare file is absent" in capsys.readouterr().err
