@@ -154,6 +154,16 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+def test_bf16_autocast_and_the_guard(tmp_path):
+    """The loop's bf16 autocast and guard apply to fine-tuning as they are: finite losses, step 0 saved."""
+    base = make_base_run(tmp_path / "base")
+    data = toy_questions(tmp_path / "toy.jsonl")
+    s = run_finetune(base, data, tmp_path / "ft", overrides=FAST + ["train.dtype=bf16", "train.guard=true",
+                                                                     "train.max_steps=3"])
+    assert s["step"] == 3 and np.isfinite(s["final_train_loss"]) and np.isfinite(s["val_loss"])
+    assert (tmp_path / "ft" / "checkpoints" / "step_0000000").is_dir()  # the guard's rollback point
+
+
 def test_run_without_a_tokenizer_is_one_line(tmp_path):
     base = make_base_run(tmp_path / "base")
     (base / "tokenizer.json").unlink()
