@@ -41,7 +41,7 @@ LIMIT = 0.02  # the guard must cost under 2% of a step
 
 def alternating_step_times(cfg, prepared, rt, steps: int, warmup: int) -> tuple[list[float], list[float], Trainer]:
     """(guard-on step times, guard-off step times): `steps` of each, interleaved."""
-    trainer = Trainer(cfg, prepared.run_dir, prepared.tok, prepared.tok_hash, prepared.data, rt, quiet=True)
+    trainer = Trainer(cfg, prepared.run_dir, prepared.tok, prepared.tok_hash, prepared.data, rt)
     trainer.model.train()
     sync = torch.cuda.synchronize if rt.device.type == "cuda" else (lambda: None)
     on, off = [], []

@@ -66,7 +66,7 @@ def run_ours(data: Path, budget: float, target: float, overrides: list[str], set
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("SCRATCHLM_CACHE", str(Path(tmp) / "cache"))
         t0 = time.perf_counter()
-        summary = run_training(cfg, Path(tmp) / "run", quiet=True, events=events, sample=False)
+        summary = run_training(cfg, Path(tmp) / "run", events=events)
         wall = time.perf_counter() - t0
         steps = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
     tok_s = [r["tokens_per_s"] for r in steps if "tokens_per_s" in r][10:]

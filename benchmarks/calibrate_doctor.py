@@ -42,7 +42,7 @@ from scratchlm.train import run_training
 def train(cfg, out: Path) -> str:
     """One run with the live doctor; returns how it ended."""
     try:
-        run_training(cfg, out, overwrite=True, quiet=True, sample=False, events=attach(quiet=True))
+        run_training(cfg, out, overwrite=True, events=attach(quiet=True))
         return "finished"
     except ScratchLMError as e:  # the guard gives up on a diverging run
         return f"stopped: {str(e)[:60]}"

@@ -22,9 +22,13 @@ class UniformTok:
     """Stands in for a tokenizer: every token stands for one byte of text."""
 
     vocab_size = VOCAB
+    special_tokens: dict = {}
 
     def decode(self, ids):  # one byte of text per token
         return "x" * len(ids)
+
+    def token_bytes(self, token_id):
+        return b"x"
 
 
 def make_trainer(tmp_path, overrides, dtype="fp32"):

@@ -97,9 +97,13 @@ def test_ddp_syncs_gradients_on_the_last_micro_step_only(tmp_path):
 
         class Tok:
             vocab_size = 32
+            special_tokens: dict = {}
 
             def decode(self, ids):
                 return "x" * len(ids)
+
+            def token_bytes(self, token_id):
+                return b"x"
 
         rt = Runtime(torch.device("cpu"), "test", "fp32", "test", rank=0, world=2)  # 2 ranks × 4 micro-steps
         trainer = Trainer(cfg, tmp_path, Tok(), "test", data, rt)

@@ -85,9 +85,13 @@ class ByteLenTok:
     """Stands in for a tokenizer whose tokens stand for 1 to 4 bytes of text: id i is 1 + i % 4 bytes."""
 
     vocab_size = 48
+    special_tokens: dict = {}
 
     def decode(self, ids):
         return "".join("x" * (1 + i % 4) for i in ids)
+
+    def token_bytes(self, token_id):
+        return b"x" * (1 + token_id % 4)
 
 
 def test_bits_per_byte_is_loss_over_ln2_times_tokens_per_byte(tmp_path):

@@ -16,9 +16,13 @@ VOCAB = 48
 
 class UniformTok:
     vocab_size = VOCAB
+    special_tokens: dict = {}
 
     def decode(self, ids):
         return "x" * len(ids)
+
+    def token_bytes(self, token_id):
+        return b"x"
 
 
 def make_trainer(tmp_path, dtype, *overrides):

@@ -117,7 +117,7 @@ def run_grid(cfg, rates: list[float], steps: int, out: Path, say=print) -> list[
                                                        "train.checkpoint_interval": 0})
         t0 = time.perf_counter()
         try:
-            s = run_training(c, out / f"lr_{lr:.2g}", overwrite=True, quiet=True, sample=False)  # no doctor: no events attached
+            s = run_training(c, out / f"lr_{lr:.2g}", overwrite=True)  # no doctor: no events attached
             val, train, note = s["val_loss"], s["final_train_loss"], ""
         except ScratchLMError as e:  # the guard stopped a diverging run
             val, train, note = math.nan, math.nan, str(e)
@@ -202,8 +202,8 @@ def range_test_for_config(cfg, out: Path, steps: int = 100, min_lr: float = 1e-6
     rt = setup_runtime(cfg.train)
     try:
         set_threads(cfg.train.threads)
-        p = prepare(cfg, out / "range_test", overwrite=True, say=say)
-        trainer = Trainer(p.cfg, p.run_dir, p.tok, p.tok_hash, p.data, rt, quiet=True)
+        p = prepare(cfg, out / "range_test", say=say)
+        trainer = Trainer(p.cfg, p.run_dir, p.tok, p.tok_hash, p.data, rt)
         model, tc = trainer.raw_model, p.cfg.train
         before = {k: v.clone() for k, v in model.state_dict().items()}
         micro = tc.micro_batch_size or tc.batch_size

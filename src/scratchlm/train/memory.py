@@ -155,11 +155,16 @@ def rss_peak() -> int:
 class _UniformTok:
     """Stands in for a tokenizer (the trainer asks how many bytes each token stands for)."""
 
+    special_tokens: dict = {}
+
     def __init__(self, vocab_size: int):
         self.vocab_size = vocab_size
 
     def decode(self, ids):  # one byte of text per token
         return "x" * len(ids)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return b"x"
 
 
 def measure_variant(cfg, steps: int) -> dict:

@@ -36,7 +36,9 @@ FORMAT, VERSION = "scratchlm-run", 1
 # (the live doctor, attention snapshots and figures, TensorBoard). An extra that writes a new
 # name into run folders adds it here, or `--overwrite` refuses to remove it.
 RUN_ENTRIES = {MARKER, LOCK, "config.json", "tokenizer.json", "split.json", "metrics.jsonl", "checkpoints",
-               "samples.txt", "probes.jsonl", "diagnostics.jsonl", "attention", "figures", "tensorboard", "report"}
+               "samples.txt", "probes.jsonl", "diagnostics.jsonl", "attention", "figures", "tensorboard", "report",
+               "chat_template.json", "finetune.json", "guide.pdf", "guide.html", "guide.typ", "tokenizer-compare",
+               "eval_questions.json"}
 LEGACY = ("config.json", "tokenizer.json", "checkpoints")  # a run folder written before the marker existed
 
 
@@ -66,9 +68,12 @@ class RunFolder:
             if parent.exists() and not parent.is_dir():
                 raise ScratchLMError(f"--out {p}: {parent} is a file, not a folder; choose another --out")
         if resume:
+            if (p / LOCK).is_file():
+                self._lock()  # first: a run still starting has no config.json yet, but holds the lock
             if not (p / "config.json").is_file():
                 raise ScratchLMError(f"nothing to resume in {p} (no config.json)")
-            self._lock()
+            if self._fd is None:
+                self._lock()
             self._write_marker()
             return repair_jsonl(p / "metrics.jsonl")
         if p.is_dir() and any(p.iterdir()):
