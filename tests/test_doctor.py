@@ -46,7 +46,7 @@ def train(tmp_path, data, steps, events=None, quiet=True, **overrides):
     """A run with the live doctor attached (quiet unless asked)."""
     cfg = build_config("tiny", overrides={**SMALL, "data.path": str(data), "train.max_steps": steps, **overrides})
     run = tmp_path / "run"
-    summary = run_training(cfg, run, overwrite=True, quiet=True, sample=False, events=live.attach(events, quiet=quiet))
+    summary = run_training(cfg, run, overwrite=True, events=live.attach(events, quiet=quiet))
     return run, summary
 
 
@@ -150,7 +150,7 @@ def test_doctor_on_crashed_run_without_live_files(tmp_path, texts, capsys):
     cfg = build_config("tiny", overrides={**SMALL, "data.path": str(texts / "plays.txt"), "train.max_steps": 40,
                                           "train.lr": 1e-7, "train.eval_interval": 20})
     run = tmp_path / "run"
-    run_training(cfg, run, overwrite=True, quiet=True, sample=False)  # no events: no live doctor
+    run_training(cfg, run, overwrite=True)  # no events: no live doctor
     assert not (run / "diagnostics.jsonl").exists()
     # simulate a crash: no final checkpoint, a half-written last line
     import shutil
