@@ -76,13 +76,17 @@ def main() -> int:
     ap.add_argument("--preset", default="default", help="the main job's preset by default")
     ap.add_argument("--steps", type=int, default=0, help="training steps (default: two evaluation intervals)")
     ap.add_argument("--eval-interval", type=int, default=0, help="default: the preset's")
+    ap.add_argument("--eval-tokens", type=int, default=0, help="validation tokens per evaluation (default: the "
+                    "preset's); fewer make a snapshot's share larger, a harsher test")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--figures", action="store_true", help="also time drawing the figures at the end")
     args = ap.parse_args()
     base = build_config(args.preset)
     interval = args.eval_interval or base.train.eval_interval
     steps = args.steps or 2 * interval
     cfg = build_config(args.preset, overrides={"train.max_steps": steps, "train.max_time": 0.0,
                                                "train.eval_interval": interval, "sample.num_samples": 0,
+                                               "train.eval_tokens": args.eval_tokens or base.train.eval_tokens,
                                                "viz.figures": False})
     best = {"off": float("inf"), "on": float("inf")}
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,14 +100,17 @@ def main() -> int:
         snap_s, step_s = snapshot_seconds(Path(tmp) / "off", cfg), train_seconds_per_step(Path(tmp) / "off")
         n_snaps = len(list((Path(tmp) / "on" / "attention").glob("step_*.npz")))
         size = sum(p.stat().st_size for p in (Path(tmp) / "on" / "attention").glob("step_*.npz"))
-        from scratchlm.viz.figures import render_all  # matplotlib: only for the one-off figures
+        fig_s = None
+        if args.figures:
+            from scratchlm.viz.figures import render_all  # matplotlib: only for the one-off figures
 
-        t0 = time.perf_counter()
-        render_all(Path(tmp) / "on", Path(tmp) / "figures")
-        fig_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            render_all(Path(tmp) / "on", Path(tmp) / "figures")
+            fig_s = time.perf_counter() - t0
     m = cfg.model
     print(f"\npreset {args.preset}: {m.n_layer} layers × {m.n_head} heads × {m.n_embd}, context {m.block_size}; "
-          f"{steps} steps, evaluation every {interval} steps; {os.cpu_count()} CPUs, torch threads "
+          f"{steps} steps, evaluation every {interval} steps over {cfg.train.eval_tokens} tokens; "
+          f"{os.cpu_count()} CPUs, torch threads "
           f"{cfg.train.threads or 'auto'}")
     print(f"snapshots: {n_snaps} ({size / 1024:.0f} KB in all), probe {cfg.viz.prompt_tokens} tokens, "
           f"induction sequence 2 × {cfg.viz.induction_tokens}")
@@ -111,7 +118,8 @@ def main() -> int:
           f"(target <= 1.05)")
     print(f"one snapshot: {snap_s * 1e3:.0f} ms; training between two evaluations: {interval} steps × "
           f"{step_s:.3f} s = {interval * step_s:.1f} s -> {snap_s / (interval * step_s):.2%} added per interval")
-    print(f"figures at the end (once per run, viz.figures): {fig_s:.1f} s")
+    if fig_s is not None:
+        print(f"figures at the end (once per run, viz.figures): {fig_s:.1f} s")
     return 0
 
 

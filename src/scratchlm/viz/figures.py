@@ -516,7 +516,8 @@ def make_sampling(logits: torch.Tensor, labels: list[str], temperatures, top_k: 
         ax2.tick_params(axis="y", colors="C3", labelsize=6)
         ax2.spines["right"].set_visible(True)
         ax.set_title(f"temperature {t:g}: the top token has {p[0]:.0%}; top-p = {top_p:g} keeps {n_p} token(s)"
-                     + (" (dashed line)" if n_p < len(order) else f", more than the {len(order)} shown")
+                     + (" (dashed line)" if n_p < len(order) else " (all shown)" if n_p == len(order)
+                        else f", more than the {len(order)} shown")
                      + f"; top-k keeps {top_k or 'all'}", loc="left")
         ax.set_xticks(x)
         ax.set_xticklabels([labels[i] for i in order.tolist()], rotation=90, fontsize=6.5, fontfamily="monospace")

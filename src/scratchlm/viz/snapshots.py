@@ -11,8 +11,8 @@ allow_pickle=False, so a file from someone else cannot run code):
     induction_ids (2n,)  int32    the repeated random sequence the induction score is measured on
     entropy, prev_token, first_token, induction   (L, H) float32: see metrics.py
 
-At the defaults (24 probe tokens) one snapshot of the tiny model is 20 KB, of the
-default model 45 KB.
+At the defaults (24 probe tokens) a snapshot of a 4-layer, 4-head model (the tiny and
+default presets) is about 12 KB: compressed, float16.
 """
 
 from __future__ import annotations
