@@ -136,7 +136,7 @@ def table(rows: list[dict]) -> str:
         cells = [r["change"]] + ([f"{r['lr']:g}"] if with_lr else []) + [
             f"{r['parameters'] / 1e6:.2f}M", f"{r['tokens_per_s']:,.0f}",
             f"{r['val_loss']:.3f}" if finite else "—", f"{r['val_bpb']:.3f}" if finite else "—",
-            ("—" if r["change"] == "baseline" else f"{r['delta_bpb']:+.3f}") if math.isfinite(r["delta_bpb"]) else "—",
+            "—" if r["change"] == "baseline" or not math.isfinite(r["delta_bpb"]) else f"{r['delta_bpb']:+.3f}",
             "yes" if r["diverged"] else "no"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

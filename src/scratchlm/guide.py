@@ -143,7 +143,8 @@ def from_scratchlm(block: nn.Module) -> TransformerBlock:
     attn = block.attn
     if not (block.post_norm and block.ln_1.kind == "layernorm" and block.ln_1.bias is not None
             and block.mlp.act is F.relu and attn.n_kv_head == attn.n_head and attn.q_norm is None and not attn.rope):
-        raise ValueError("the block is not in the guide's configuration (post-norm LayerNorm, ReLU, biases, plain attention)")
+        raise ValueError("the block is not in the guide's configuration "
+                         "(post-norm LayerNorm, ReLU, biases, plain attention)")
     embed_dim = attn.c_proj.weight.size(0)
     guide = TransformerBlock(embed_dim, attn.n_head, block.mlp.c_fc.weight.size(0), attn.dropout)
     for i, lin in enumerate((guide.attn.q_linear, guide.attn.k_linear, guide.attn.v_linear)):

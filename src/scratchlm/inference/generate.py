@@ -11,8 +11,8 @@ cached key to its position: once the text outgrows the context the window slides
 every step and the cache is rebuilt, so cached and uncached generation always agree.
 
 The prompt (and every rebuild) goes through `GPT.forward`; each later token goes
-through `Decoder.step` (decode.py), the same sums written flat for one token, which
-is several times faster at batch 1. `fast=False` uses `GPT.forward` for those too.
+through `Decoder.step` (model/decode.py), the same block as plain functions for one
+token, several times faster at batch 1. `fast=False` uses `GPT.forward` for those too.
 """
 
 from __future__ import annotations

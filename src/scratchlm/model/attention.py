@@ -126,7 +126,8 @@ class MultiHeadAttention(nn.Module):
         H, H_kv, D = self.n_head, self.n_kv_head, self.head_dim
         q, k, v = self.c_attn(x).split(self.sizes, dim=2)
         # (B, T, heads·D) -> (B, heads, T, D): each head attends independently
-        q, k, v = q.view(B, T, H, D).transpose(1, 2), k.view(B, T, H_kv, D).transpose(1, 2), v.view(B, T, H_kv, D).transpose(1, 2)
+        q = q.view(B, T, H, D).transpose(1, 2)
+        k, v = k.view(B, T, H_kv, D).transpose(1, 2), v.view(B, T, H_kv, D).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:  # the new tokens' positions continue from what the cache holds

@@ -147,12 +147,10 @@ class GPT(nn.Module):
         return logits, loss
 
     def new_kv_caches(self, batch: int, device=None, dtype=None) -> list[KVCache]:
-        cfg = self.config
-        p = self.lm_head.weight
-        return [
-            KVCache(batch, cfg.kv_heads(), cfg.block_size, cfg.n_embd // cfg.n_head, device or p.device, dtype or p.dtype)
-            for _ in range(cfg.n_layer)
-        ]
+        cfg, p = self.config, self.lm_head.weight
+        device, dtype = device or p.device, dtype or p.dtype
+        return [KVCache(batch, cfg.kv_heads(), cfg.block_size, cfg.n_embd // cfg.n_head, device, dtype)
+                for _ in range(cfg.n_layer)]
 
     # ---- the one-token path (model/decode.py): `forward` for T = 1 on plain tensors ----
 
