@@ -83,12 +83,14 @@ def test_html_is_self_contained_with_every_figure(run_dir, tmp_path):
 
 
 def test_missing_parts_are_named_with_their_command(run_dir, tmp_path):
-    bare = tmp_path / "bare"  # trained without attention snapshots (and so without their figures)
-    shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("attention", "figures"))
+    bare = tmp_path / "bare"  # trained without attention snapshots (so without their figures) and the live doctor
+    shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("attention", "figures", "probes.jsonl",
+                                                                 "diagnostics.jsonl"))
     result = build_report(bare, tmp_path / "guide.pdf", samples=False, memory="skip")
     text, _ = pdf_text(tmp_path / "guide.pdf")
     assert "Not in this guide yet" in text
     assert "attention snapshots" in text and "--viz.snapshots true" in text
+    assert "without the live doctor" in text  # the doctor's table still comes, with what it could not measure
     assert "scratchlm finetune --init-from" in text  # not fine-tuned
     assert "scratchlm tokenizer compare" in text  # no comparison folder
     assert "scratchlm memory" in text  # memory skipped
@@ -115,8 +117,15 @@ def test_tool_results_in_the_folder_fill_their_parts(run_dir, tmp_path):
         "model": {"correct": {"first_speaker": 19, "next_line": 3}, "total": {"first_speaker": 20, "next_line": 20}},
         "majority": {"correct": {"first_speaker": 6, "next_line": 0}, "total": {"first_speaker": 20, "next_line": 20}},
         "examples": [["Who speaks first?", "ROMEO", "ROMEO"]]}))
+    (run / "ablation").mkdir()
+    row = {"change": "baseline", "lr": 0.002, "parameters": 858880, "steps": 100, "tokens_per_s": 3000.0,
+           "val_loss": 4.5, "val_bpb": 3.2, "delta_bpb": 0.0, "diverged": False, "seconds": 60.0, "run_dir": "r0"}
+    post = {**row, "change": "model.norm_position=post", "val_bpb": 3.25, "delta_bpb": 0.05, "run_dir": "r1"}
+    (run / "ablation" / "ablation.json").write_text(json.dumps(
+        {"command": "scratchlm ablate --change model.norm_position=post", "rows": [row, post]}))
     build_report(run, tmp_path / "guide.pdf", samples=False)
     text, _ = pdf_text(tmp_path / "guide.pdf")
+    assert "model.norm_position=post" in text and "+0.050" in text  # the ablation, as `scratchlm ablate` prints it
     assert "word-level" in text and "0.071" in text
     assert "first_speaker" in text and "95.0%" in text and "55.0%" in text and "30.0%" in text
     assert "runs/base/checkpoints/best" in text

@@ -39,7 +39,11 @@ def build_document(facts: Facts, ctx: Context) -> Document:
                    ("validation", f"loss {ev['val_loss']:.4f}, {ev['val_bpb']:.3f} bits per byte" if ev
                     else "not evaluated yet")]
     doc = Document(title=f"Build a Large Language Model from Scratch",
-                   subtitle=f"written from the run “{facts.name}”", date=facts.date, facts=title_facts)
+                   subtitle=f"written from the run “{facts.name}”", date=facts.date, facts=title_facts,
+                   intro="Each chapter explains one idea, then shows what this run did: its tokenizer, its model, "
+                         "its curves, its attention maps, its samples and the doctor's findings, with the source "
+                         "code that trained it. An orange box marks a part this run does not have yet, with the "
+                         "command that makes it.")
     for chapter in CHAPTERS:
         ctx.say(f"writing chapter: {chapter.__name__.removeprefix('chapter_')}")
         doc.add(*chapter(facts, ctx))

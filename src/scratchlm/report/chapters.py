@@ -304,6 +304,23 @@ def chapter_block(facts: Facts, ctx: Context) -> list[Block]:
     return out
 
 
+def ablation_table(folder: Path) -> list[Block]:
+    """ablation.json as `scratchlm ablate` prints it (its own table function), or [] when it cannot be read."""
+    abl = optional("scratchlm.ablate")
+    path = folder / "ablation.json"
+    if abl is None or not hasattr(abl, "table") or not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = [{k: (math.nan if v is None else v) for k, v in r.items()} for r in data["rows"]]  # JSON has no NaN
+        blocks = from_markdown(abl.table(rows))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return []
+    if data.get("command"):
+        blocks.append(Para(f"Made with `{data['command']}`."))
+    return blocks
+
+
 def block_share_text(mc: dict) -> str:
     """Where the weights are, by formula, with this run's sizes."""
     C, L, V = mc.get("n_embd") or 0, mc.get("n_layer") or 0, mc.get("vocab_size") or 0
@@ -321,15 +338,16 @@ def ablation_part(facts: Facts, ctx: Context) -> list[Block]:
     folder = ctx.ablation_dir or _first_dir(facts.run_dir, ("ablation", "ablate"))
     md = next((folder / n for n in ("report.md", "results.md", "ablation.md") if (folder / n).exists()), None) \
         if folder else None
-    table = read_table(folder) if folder and md is None else None
-    if md is None and table is None:
+    blocks = ablation_table(folder) if folder and md is None else []
+    table = read_table(folder) if folder and md is None and not blocks else None
+    if md is None and table is None and not blocks:
         return [missing(ctx, "the ablation (the guide's block against ours, trained for the same time)",
                         f"scratchlm ablate --preset tiny --budget 60 --change model.norm_position=post "
                         f"--change model.mlp=relu --out {facts.run_dir / 'ablation'}")]
     out: list[Block] = [Para(f"Each change below was trained for the same time on the same data and seed as the "
                              f"baseline (`scratchlm ablate`, results in `{folder}`):")]
-    if md is not None:
-        blocks = first_tables(from_markdown(md.read_text(encoding="utf-8")), 3)
+    if md is not None or blocks:
+        blocks = blocks or first_tables(from_markdown(md.read_text(encoding="utf-8")), 3)
         for b in blocks:
             if isinstance(b, Table) and not b.caption:
                 b.caption = "Ablation: each change against the baseline, same time budget."
@@ -463,8 +481,9 @@ def measured_memory(facts: Facts, ctx: Context, memory) -> list[dict]:
     for label, vcfg in memory.variants(facts.run.config):
         r = memory.measure_in_subprocess(vcfg, 2)
         rows.append({"variant": label, **r})
-    cache.parent.mkdir(exist_ok=True)
-    cache.write_text(json.dumps(rows, indent=1))
+    if not any("error" in r for r in rows):  # a failed measurement is shown, not kept
+        cache.parent.mkdir(exist_ok=True)
+        cache.write_text(json.dumps(rows, indent=1))
     return rows
 
 
@@ -542,6 +561,8 @@ def chapter_generation(facts: Facts, ctx: Context) -> list[Block]:
                            command=f"scratchlm sample {facts.run_dir} --temperature 0.8 --top-p 0.95")]
     prompt = facts.config.get("sample", {}).get("prompt") or "\n"
     ctx.say(f"sampling at {len(SAMPLING)} temperature / top-p settings...")
+    out.append(Para("Below, the same prompt and the same random seed at each setting, so the differences come from "
+                    "the temperature and top-p alone (120 new tokens each):"))
     for temp, top_p in SAMPLING:
         text = "".join(generate(facts.run, prompt, max_new_tokens=120, temperature=temp, top_p=top_p, seed=1))
         out += [Para(f"**temperature {temp}, top-p {top_p}**"), Code(text.strip("\n") or "(empty)", lang="text")]

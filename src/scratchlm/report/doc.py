@@ -84,6 +84,7 @@ class Document:
     subtitle: str
     date: str
     facts: list[tuple[str, str]] = field(default_factory=list)  # the title page's small table
+    intro: str = ""  # a paragraph under the title page's table
     blocks: list[Block] = field(default_factory=list)
 
     def add(self, *blocks: Block) -> None:
@@ -219,7 +220,9 @@ def to_typst(doc: Document) -> str:
                f"#text(size: 28pt, weight: \"bold\")[#{typst_str(doc.title)}]\n#v(0.6cm)\n"
                f"#text(size: 14pt)[#{typst_str(doc.subtitle)}]\n#v(0.4cm)\n#text(size: 12pt)[#{typst_str(doc.date)}]\n"
                "#v(1.5cm)\n"
-               f"#table(columns: 2, stroke: none, align: (right, left), {facts})\n]]\n")
+               f"#table(columns: 2, stroke: none, align: (right, left), {facts})\n"
+               f"#v(1cm)\n#block(width: 75%)[#set par(justify: false)\n"
+               f"#text(size: 10pt)[{typst_inline(doc.intro)}]]\n]]\n")
     out.append("#set page(numbering: \"1\", number-align: center)\n#counter(page).update(1)\n"
                "#outline(depth: 2, indent: auto)\n")
     for b in doc.blocks:
@@ -375,5 +378,6 @@ def to_html(doc: Document) -> str:
     return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(doc.title)}</title>"
             f"<style>{CSS}</style></head><body>\n<h1 class=\"title\">{html.escape(doc.title)}</h1>"
             f'<p class="subtitle">{html.escape(doc.subtitle)}</p><p class="date">{html.escape(doc.date)}</p>'
-            f'<table class="facts">{facts}</table>\n<nav><h2>Contents</h2><ol>{"".join(toc)}</ol></nav>\n'
+            f'<table class="facts">{facts}</table><p class="subtitle">{html_inline(doc.intro)}</p>\n'
+            f'<nav><h2>Contents</h2><ol>{"".join(toc)}</ol></nav>\n'
             + "\n".join(body) + "\n</body></html>\n")
