@@ -15,9 +15,12 @@ import errno
 import sys
 
 from ..errors import ScratchLMError
-from . import doctor, export, import_hf, memory, report, sample, sweep, tokenizer, train, viz
+from . import ablate, chat, data, doctor, export, finetune, import_hf, memory, report, sample, sweep, tokenizer, train, viz
+from . import eval as eval_cmd  # `eval` would hide the builtin here
 
-COMMANDS = [train, sample, tokenizer, memory, doctor, sweep, viz, export, import_hf, report]
+# In the order `scratchlm --help` lists them: the main path, then looking inside, then tools.
+COMMANDS = [train, sample, tokenizer, viz, report, finetune, chat, eval_cmd, data, ablate, memory, doctor, sweep,
+            export, import_hf]
 
 
 def build_parser() -> argparse.ArgumentParser:
