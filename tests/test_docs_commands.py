@@ -103,3 +103,19 @@ def test_documented_command_parses(path, n, cmd):
 def test_named_command_exists(path, n, name):
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert name in sub.choices, f"{path.name}:{n}: `scratchlm {name}` is not a command"
+
+
+def test_readme_layout_lists_every_folder_and_module():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("<!-- layout")[1].split("```")[1]
+    src = ROOT / "src" / "scratchlm"
+    missing = []
+    for path in sorted(src.rglob("*.py")):
+        rel = path.relative_to(src)
+        if path.name == "__init__.py" and len(rel.parts) > 1:
+            continue  # a package is listed by its folder
+        if len(rel.parts) > 1 and f"{rel.parts[0]}/" not in layout:
+            missing.append(f"{rel.parts[0]}/")
+        if path.name not in layout:
+            missing.append(str(rel))
+    assert not missing, "README.md's layout section does not list: " + ", ".join(sorted(set(missing)))
