@@ -211,6 +211,7 @@ def test_the_lock_is_stale_after_a_crash(tmp_path):
     again.release()
 
 
+@pytest.mark.slow
 def test_resume_while_training_is_refused(tmp_path, data):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "scratchlm", "train", "--preset", "tiny", "--data", str(data), "--out", str(out),
@@ -226,7 +227,7 @@ def test_resume_while_training_is_refused(tmp_path, data):
         assert second.returncode == 2 and "is in use by pid" in second.stderr and "Traceback" not in second.stderr
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+        proc.wait(timeout=600)
     assert proc.returncode == 0
 
 
