@@ -12,6 +12,7 @@ the final full-validation loss, and exits 1 when the target or the time limit wa
     python benchmarks/speedrun.py --device cuda            # the same recipe on a GPU (bf16 where it has it)
     python benchmarks/speedrun.py --minutes 2 --train.optimizer adamw   # a short run with a change
     python benchmarks/speedrun.py --max-steps 300 [--SECTION.KEY VALUE ...]  # A/B at equal tokens
+    python benchmarks/speedrun.py --step-cost [--SECTION.KEY VALUE ...]       # CPU-s per step, Muon vs AdamW
 
 The training loop, data split and evaluation are the library's; the run itself is done by
 `run_ours` from bench_shakespeare_char.py (the benchmark of time to nanoGPT's 1.886).
@@ -46,6 +47,28 @@ def preset_settings(name: str) -> dict:
     return flat
 
 
+def step_cost(preset: str, overrides: dict, steps: int = 5) -> str:
+    """CPU-seconds per training step (forward, backward, optimizer) on one thread, random tokens.
+    Process CPU time is what a quiet core would need; on a shared machine wall-clock is not."""
+    from scratchlm.model.gpt import GPT
+    from scratchlm.train.optim import make_optimizer
+
+    torch.set_num_threads(1)
+    cfg = build_config(preset=preset, overrides={"model.vocab_size": 65, **overrides})  # Tiny Shakespeare: 65 chars
+    model, tc = GPT(cfg.model), cfg.train
+    opt, _ = make_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2), "cpu", tc.optimizer)
+    x = torch.randint(0, 65, (tc.batch_size, cfg.model.block_size))
+    for i in range(steps + 3):  # three warm-up steps: allocations, first-call costs
+        if i == 3:
+            t0 = time.process_time()
+        model(x, x)[1].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    dt = (time.process_time() - t0) / steps
+    return (f"step cost: {tc.optimizer}, {model.num_params() / 1e6:.2f}M parameters, {tc.batch_size} × "
+            f"{cfg.model.block_size} tokens: {dt:.3f} CPU-s per step = {x.numel() / dt:,.0f} tokens per CPU-second")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  allow_abbrev=False)
@@ -58,9 +81,16 @@ def main() -> int:
     ap.add_argument("--preset", default="speedrun", help="the recipe (default: the speedrun preset)")
     ap.add_argument("--max-steps", type=int, default=0,
                     help="train this many steps instead of a time budget (for A/B pairs at equal tokens)")
+    ap.add_argument("--step-cost", action="store_true",
+                    help="only measure CPU-seconds per training step of the recipe (1 thread), Muon against AdamW")
     args, rest = ap.parse_known_args()
     if len(rest) % 2 or any(not r.startswith("--") for r in rest[::2]):
         ap.error(f"overrides come in pairs: --SECTION.KEY VALUE (got {' '.join(rest)})")
+    if args.step_cost:
+        overrides = {rest[i][2:]: rest[i + 1] for i in range(0, len(rest), 2)}
+        for kind in ("muon", "adamw"):
+            print(step_cost(args.preset, {**overrides, "train.optimizer": kind}), flush=True)
+        return 0
     if not args.data.exists():
         print(f"error: the Tiny Shakespeare file is absent: {args.data}\n"
               "  put input.txt (1,115,394 characters) there, or pass --data PATH", file=sys.stderr)

@@ -232,3 +232,5 @@ def test_speedrun_says_when_the_data_is_absent(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["speedrun.py", "--data", str(tmp_path / "nope.txt")])
     assert module.main() == 2
     assert "Tiny Shakespeare file is absent" in capsys.readouterr().err
+    small = {"model.n_layer": 1, "model.n_embd": 32, "model.n_head": 2, "model.block_size": 16, "train.batch_size": 2}
+    assert "CPU-s per step" in module.step_cost("speedrun", small, steps=1)
