@@ -72,11 +72,13 @@ def run(args, rest: list[str]) -> int:
     attach_viz(events, cfg.viz, say=progress.say)  # attention snapshots and figures (viz.*): an extra too
     summary = run_training(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, events=events,
                            say=progress.say, verify=args.verify, init_from=args.init_from)
-    if args.quiet or int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 reports
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 reports
         return 0
     run_dir = Path(summary["run_dir"])
-    if summary["stopped_by"] == "signal":
+    if summary["stopped_by"] == "signal":  # said even when quiet: how to carry on
         print(f"stopped at step {summary['step']}; checkpoint written. Resume with: scratchlm train --resume {run_dir}")
+    if args.quiet:
+        return 0
     if cfg.sample.num_samples:
         print_samples(run_dir, str(pick_device(cfg.train.device)[0]))
     print(f"\nval loss {summary['val_loss']:.4f} nats/token = {summary['val_bpb']:.3f} bits per byte on held-out text "
