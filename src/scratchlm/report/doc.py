@@ -84,8 +84,8 @@ class Document:
     subtitle: str
     date: str
     facts: list[tuple[str, str]] = field(default_factory=list)  # the title page's small table
-    intro: str = ""  # a paragraph under the title page's table
     blocks: list[Block] = field(default_factory=list)
+    intro: str = ""  # a paragraph under the title page's table
 
     def add(self, *blocks: Block) -> None:
         self.blocks.extend(blocks)
