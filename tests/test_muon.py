@@ -17,7 +17,8 @@ from scratchlm.config import build_config, from_dict
 from scratchlm.errors import ScratchLMError
 from scratchlm.model.gpt import GPT, GPTConfig
 from scratchlm.train import run_training
-from scratchlm.train.optim import NS_COEFFS, Muon, make_optimizer, newton_schulz
+from scratchlm.train.muon import NS_COEFFS, Muon, newton_schulz
+from scratchlm.train.optim import make_optimizer
 
 
 def tiny_gpt(**kw) -> GPT:
