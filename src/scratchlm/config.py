@@ -52,7 +52,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | wsd (warmup, constant, linear cool-down)
     cooldown_frac: float = 0.2  # wsd: the last fraction of training spent cooling down
     weight_decay: float = 0.1  # applied to matrices only
-    optimizer: str = "adamw"  # adamw | muon (Muon for the blocks' matrices, AdamW for the rest: train/optim.py)
+    optimizer: str = "adamw"  # adamw | muon (Muon for the blocks' matrices, AdamW for the rest: train/muon.py)
     muon_lr_ratio: float = 1.0  # muon: the matrices' learning rate is lr × this
     beta1: float = 0.9
     beta2: float = 0.95
