@@ -38,9 +38,21 @@ from .train.runtime import set_threads, setup_runtime, teardown
 
 
 # ---- the range test ------------------------------------------------------------------
-def lr_range_test(model, get_batch, *, steps: int = 100, min_lr: float = 1e-6, max_lr: float = 1.0,
-                  weight_decay: float = 0.1, betas=(0.9, 0.95), grad_clip: float = 1.0, beta: float = 0.9,
-                  autocast=None, device_type: str = "cpu", say=lambda *a: None) -> dict:
+def lr_range_test(
+    model,
+    get_batch,
+    *,
+    steps: int = 100,
+    min_lr: float = 1e-6,
+    max_lr: float = 1.0,
+    weight_decay: float = 0.1,
+    betas=(0.9, 0.95),
+    grad_clip: float = 1.0,
+    beta: float = 0.9,
+    autocast=None,
+    device_type: str = "cpu",
+    say=lambda *a: None,
+) -> dict:
     """Exponential learning-rate ramp on a deep copy of `model`; `get_batch(i)` returns (x, y).
 
     Returns lrs, raw and smoothed losses, why it stopped, and the suggested learning rate."""
@@ -52,7 +64,7 @@ def lr_range_test(model, get_batch, *, steps: int = 100, min_lr: float = 1e-6, m
     avg, best, stop = 0.0, float("inf"), "reached max_lr"
     growth = (max_lr / min_lr) ** (1 / max(1, steps - 1))
     for i in range(steps):
-        lr = min_lr * growth ** i
+        lr = min_lr * growth**i
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = get_batch(i)
@@ -86,9 +98,17 @@ def lr_range_test(model, get_batch, *, steps: int = 100, min_lr: float = 1e-6, m
     # the steepest descent of the smoothed loss against log(lr), before the minimum
     slopes = [(smooth[i + 1] - smooth[i - 1]) / math.log(lrs[i + 1] / lrs[i - 1]) for i in range(1, max(2, i_min))]
     i_steep = 1 + min(range(len(slopes)), key=slopes.__getitem__) if slopes else i_min
-    return {"lrs": lrs, "losses": losses, "smoothed": smooth, "stopped": stop, "steps_run": len(smooth),
-            "lr_min_loss": lrs[i_min], "min_smoothed_loss": smooth[i_min], "lr_steepest": lrs[i_steep],
-            "suggested_lr": lrs[i_min] / 10}
+    return {
+        "lrs": lrs,
+        "losses": losses,
+        "smoothed": smooth,
+        "stopped": stop,
+        "steps_run": len(smooth),
+        "lr_min_loss": lrs[i_min],
+        "min_smoothed_loss": smooth[i_min],
+        "lr_steepest": lrs[i_steep],
+        "suggested_lr": lrs[i_min] / 10,
+    }
 
 
 def weights_equal(a: torch.nn.Module, b_state: dict) -> bool:
@@ -112,9 +132,17 @@ def run_grid(cfg, rates: list[float], steps: int, out: Path, say=print) -> list[
     an error: its row gets val_loss NaN and diverged True, and the sweep goes on."""
     rows = []
     for lr in rates:
-        c = build_config(base=to_dict(cfg), overrides={"train.lr": lr, "train.max_steps": steps, "train.max_time": 0.0,
-                                                       "train.warmup_steps": max(1, steps // 10), "train.eval_interval": steps,
-                                                       "train.checkpoint_interval": 0})
+        c = build_config(
+            base=to_dict(cfg),
+            overrides={
+                "train.lr": lr,
+                "train.max_steps": steps,
+                "train.max_time": 0.0,
+                "train.warmup_steps": max(1, steps // 10),
+                "train.eval_interval": steps,
+                "train.checkpoint_interval": 0,
+            },
+        )
         t0 = time.perf_counter()
         try:
             s = run_training(c, out / f"lr_{lr:.2g}", overwrite=True)  # no doctor: no events attached
@@ -122,11 +150,23 @@ def run_grid(cfg, rates: list[float], steps: int, out: Path, say=print) -> list[
         except ScratchLMError as e:  # the guard stopped a diverging run
             val, train, note = math.nan, math.nan, str(e)
         diverged = not (math.isfinite(val) and math.isfinite(train))
-        row = {"lr": lr, "val_loss": val if math.isfinite(val) else math.nan, "final_train_loss": train, "diverged": diverged,
-               "seconds": time.perf_counter() - t0} | ({"error": note} if note else {})
+        row = {
+            "lr": lr,
+            "val_loss": val if math.isfinite(val) else math.nan,
+            "final_train_loss": train,
+            "diverged": diverged,
+            "seconds": time.perf_counter() - t0,
+        } | ({"error": note} if note else {})
         rows.append(row)
-        say(f"  lr {lr:<8.2g} " + ("diverged" + (f" ({note})" if note else "") if diverged else
-                                   f"val loss {val:.4f}   train loss {train:.4f}") + f"   ({row['seconds']:.0f} s)")
+        say(
+            f"  lr {lr:<8.2g} "
+            + (
+                "diverged" + (f" ({note})" if note else "")
+                if diverged
+                else f"val loss {val:.4f}   train loss {train:.4f}"
+            )
+            + f"   ({row['seconds']:.0f} s)"
+        )
     return rows
 
 
@@ -172,11 +212,21 @@ def plot_grid(rows: list[dict], suggested: float, path: Path) -> bool:
     ok = [r for r in rows if not r.get("diverged") and math.isfinite(r["val_loss"])]
     ax.plot([r["lr"] for r in ok], [r["val_loss"] for r in ok], "o-", color="C0")
     for r in ok:
-        ax.annotate(f"{r['val_loss']:.3f}", (r["lr"], r["val_loss"]), textcoords="offset points", xytext=(0, 6), ha="center")
+        ax.annotate(
+            f"{r['val_loss']:.3f}", (r["lr"], r["val_loss"]), textcoords="offset points", xytext=(0, 6), ha="center"
+        )
     # diverged rates have no loss to plot: a red cross at the top edge marks each one
     for i, r in enumerate(r for r in rows if r not in ok):
-        ax.plot(r["lr"], 1, "x", color="C3", ms=10, transform=ax.get_xaxis_transform(), clip_on=False,
-                label="diverged" if i == 0 else None)
+        ax.plot(
+            r["lr"],
+            1,
+            "x",
+            color="C3",
+            ms=10,
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            label="diverged" if i == 0 else None,
+        )
     ax.axvline(suggested, color="C2", ls="--", label=f"range-test suggestion {suggested:.1e}")
     ax.axvline(3e-4, color="0.5", ls=":", label="3e-4 (AdamW default)")
     ax.set_xscale("log")
@@ -191,8 +241,9 @@ def plot_grid(rows: list[dict], suggested: float, path: Path) -> bool:
 
 
 # ---- the range test on a configuration ---------------------------------------------------
-def range_test_for_config(cfg, out: Path, steps: int = 100, min_lr: float = 1e-6, max_lr: float = 1.0,
-                          say=lambda *a: None) -> tuple[dict, object]:
+def range_test_for_config(
+    cfg, out: Path, steps: int = 100, min_lr: float = 1e-6, max_lr: float = 1.0, say=lambda *a: None
+) -> tuple[dict, object]:
     """Prepare the data and a freshly initialised model for `cfg` (in out/range_test) and run the
     range test on a copy of it. Returns (result, the prepared run's resolved config)."""
     if not 0 < min_lr < max_lr:
@@ -207,11 +258,23 @@ def range_test_for_config(cfg, out: Path, steps: int = 100, min_lr: float = 1e-6
         model, tc = trainer.raw_model, p.cfg.train
         before = {k: v.clone() for k, v in model.state_dict().items()}
         micro = tc.micro_batch_size or tc.batch_size
-        say(f"range test: lr {min_lr:.0e} → {max_lr:.0e} over {steps} steps "
-            f"({micro} sequences × {p.cfg.model.block_size} tokens per step) on a copy of the model")
-        res = lr_range_test(model, lambda i: trainer.train_batches.get(i, 0, micro), steps=steps, min_lr=min_lr,
-                            max_lr=max_lr, weight_decay=tc.weight_decay, betas=(tc.beta1, tc.beta2),
-                            grad_clip=tc.grad_clip, autocast=rt.autocast, device_type=rt.device.type, say=say)
+        say(
+            f"range test: lr {min_lr:.0e} → {max_lr:.0e} over {steps} steps "
+            f"({micro} sequences × {p.cfg.model.block_size} tokens per step) on a copy of the model"
+        )
+        res = lr_range_test(
+            model,
+            lambda i: trainer.train_batches.get(i, 0, micro),
+            steps=steps,
+            min_lr=min_lr,
+            max_lr=max_lr,
+            weight_decay=tc.weight_decay,
+            betas=(tc.beta1, tc.beta2),
+            grad_clip=tc.grad_clip,
+            autocast=rt.autocast,
+            device_type=rt.device.type,
+            say=say,
+        )
         res["weights_untouched"] = weights_equal(model, before)
     finally:
         teardown(rt)

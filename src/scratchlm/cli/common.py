@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 
 from ..errors import ScratchLMError
 
 
-def split_overrides(rest: list[str]) -> list[str]:
+def split_overrides(rest: list[str], known: list[str] = ()) -> list[str]:
     """['--train.lr', '1e-3', '--model.n_layer=8'] -> ['train.lr=1e-3', 'model.n_layer=8'].
 
-    Anything else left over after argparse is a mistake: refuse it with a hint.
+    Anything else left over after argparse is a mistake: refuse it with a hint (the closest of
+    the command's own flags, `known`, when one is close).
     """
     out, i = [], 0
     while i < len(rest):
         arg = rest[i]
         key = arg.split("=")[0]
         if not arg.startswith("--") or "." not in key:
-            raise ScratchLMError(f"unrecognised argument {arg!r}; config keys look like --train.lr 1e-3")
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f"did you mean {close[0]}?" if close else "config keys look like --train.lr 1e-3"
+            raise ScratchLMError(f"unrecognised argument {arg!r}; {hint}")
         if "=" in arg:
             out.append(arg[2:])
             i += 1
@@ -51,5 +55,8 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--num-samples", type=int)
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"],
-                   help="weights while decoding: fp32 (exact) or 16-bit (half the memory traffic, faster on larger models)")
+    p.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16", "fp16"],
+        help="weights while decoding: fp32 (exact) or 16-bit (half the memory traffic, faster on larger models)",
+    )

@@ -20,9 +20,13 @@ MARK = {SEEN: "!!", NOT_SEEN: "ok", NOT_MEASURABLE: "--"}
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP, allow_abbrev=False,
-                       description="Diagnose a run folder (finished, stopped or crashed): the troubleshooting table "
-                                   "with a status and the evidence per row. Exit 1 when a problem is seen.")
+    p = sub.add_parser(
+        NAME,
+        help=HELP,
+        allow_abbrev=False,
+        description="Diagnose a run folder (finished, stopped or crashed): the troubleshooting table "
+        "with a status and the evidence per row. Exit 1 when a problem is seen.",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=run)
@@ -31,17 +35,24 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def render(report: dict, width: int = 100) -> str:
     s = report["summary"]
-    lines = [f"run {s['run_dir']}: {s['steps']} steps of {s['max_steps']}, {s['evaluations']} evaluation(s)"
-             + (f", last val loss {s['last_val_loss']:.4f}" if s["last_val_loss"] is not None else "") + f"; {s['state']}"]
+    lines = [
+        f"run {s['run_dir']}: {s['steps']} steps of {s['max_steps']}, {s['evaluations']} evaluation(s)"
+        + (f", last val loss {s['last_val_loss']:.4f}" if s["last_val_loss"] is not None else "")
+        + f"; {s['state']}"
+    ]
     if not s["live_doctor"]:
-        lines.append("(trained without the live doctor: no samples or update ratios recorded, so some rows are not measurable)")
+        lines.append(
+            "(trained without the live doctor: no samples or update ratios recorded, so some rows are not measurable)"
+        )
     lines.append("")
     w1 = max(len(r["symptom"]) for r in report["rows"])
     lines.append(f"    {'Symptom':<{w1}}  {'Status':<14}  Likely cause → Solution")
     for r in report["rows"]:
         lines.append(f"[{MARK[r['status']]}] {r['symptom']:<{w1}}  {r['status']:<14}  {r['cause']} → {r['solution']}")
     lines.append("")
-    wrap = lambda label, text: textwrap.fill(text, width, initial_indent=f"    {label}", subsequent_indent=" " * (4 + len(label)))
+    wrap = lambda label, text: textwrap.fill(
+        text, width, initial_indent=f"    {label}", subsequent_indent=" " * (4 + len(label))
+    )
     for r in report["rows"]:
         head = f"[{MARK[r['status']]}] {r['symptom']}: {r['status']}"
         f = r["finding"]
@@ -56,7 +67,6 @@ def render(report: dict, width: int = 100) -> str:
     lines.append("")
     lines.append(f"{n} problem(s) seen: {', '.join(report['problems'])}" if n else "no problem seen")
     return "\n".join(lines)
-
 
 
 def run(args, rest: list[str]) -> int:

@@ -18,7 +18,9 @@ HELP = "estimate and measure training memory and speed for a config"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP, allow_abbrev=False, description="Estimate, then measure, training memory and speed.")
+    p = sub.add_parser(
+        NAME, help=HELP, allow_abbrev=False, description="Estimate, then measure, training memory and speed."
+    )
     p.add_argument("config", help=f"a preset ({', '.join(presets())}) or a TOML config file")
     p.add_argument("--steps", type=int, default=3, help="timed steps per variant (default 3)")
     p.add_argument("--no-measure", action="store_true", help="only the formula estimate")
@@ -29,14 +31,23 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def report(cfg, steps: int, measure: bool, out=print) -> list[dict]:
     est = estimate(cfg)
     m, tc = cfg.model, cfg.train
-    out(f"model {m.n_layer} layers × {m.n_head} heads × {m.n_embd} wide, context {m.block_size}, vocab {m.vocab_size}: "
-        f"{est['parameters'] / 1e6:.2f}M parameters")
-    out(f"batch {tc.batch_size} sequences per step, micro-batch {est['micro_batch']}, dtype {tc.dtype}, "
-        f"activation checkpointing {tc.activation_checkpointing}")
+    out(
+        f"model {m.n_layer} layers × {m.n_head} heads × {m.n_embd} wide, context {m.block_size}, vocab "
+        f"{m.vocab_size}: "
+        f"{est['parameters'] / 1e6:.2f}M parameters"
+    )
+    out(
+        f"batch {tc.batch_size} sequences per step, micro-batch {est['micro_batch']}, dtype {tc.dtype}, "
+        f"activation checkpointing {tc.activation_checkpointing}"
+    )
     out("\nestimate (formula):")
     total = 0
-    for key, label in (("weights", "weights (fp32 master)"), ("gradients", "gradients (fp32)"),
-                       ("adamw", "AdamW moments (2 × fp32)"), ("activations", "activations + logits (one micro-batch)")):
+    for key, label in (
+        ("weights", "weights (fp32 master)"),
+        ("gradients", "gradients (fp32)"),
+        ("adamw", "AdamW moments (2 × fp32)"),
+        ("activations", "activations + logits (one micro-batch)"),
+    ):
         total += est[key]
         out(f"  {label:<40} {fmt_bytes(est[key]):>12}")
     out(f"  {'total for training':<40} {fmt_bytes(total):>12}")
@@ -56,10 +67,15 @@ def report(cfg, steps: int, measure: bool, out=print) -> list[dict]:
         else:
             out(f"  {label:<34} {fmt_bytes(r['peak_bytes']):>12} {r['tokens_per_s']:>10,.0f}")
     where = rows[0].get("device", "cpu") if rows else "cpu"
-    out("  peak = " + ("torch.cuda.max_memory_allocated" if where.startswith("cuda") else
-                       "resident memory above the idle process (weights, gradients, AdamW, activations, allocator slack)"))
+    out(
+        "  peak = "
+        + (
+            "torch.cuda.max_memory_allocated"
+            if where.startswith("cuda")
+            else "resident memory above the idle process (weights, gradients, AdamW, activations, allocator slack)"
+        )
+    )
     return rows
-
 
 
 def run(args, rest: list[str]) -> int:

@@ -24,15 +24,21 @@ HELP = "learning-rate range test and grid sweep"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP, allow_abbrev=False, description="Learning-rate range test and grid sweep. "
-                       "Any config key can be set as --SECTION.KEY VALUE.")
+    p = sub.add_parser(
+        NAME,
+        help=HELP,
+        allow_abbrev=False,
+        description="Learning-rate range test and grid sweep. Any config key can be set as --SECTION.KEY VALUE.",
+    )
     p.add_argument("what", choices=["lr"], help="what to sweep (the learning rate)")
     add_config_args(p)
     p.add_argument("--out", help="folder for the results (default: runs/sweep-<preset>-<time>)")
     p.add_argument("--steps", type=int, default=100, help="range-test steps (default 100)")
     p.add_argument("--min-lr", type=float, default=1e-6)
     p.add_argument("--max-lr", type=float, default=1.0)
-    p.add_argument("--grid-steps", type=int, default=200, help="training steps per grid rate (default 200; 0 = no grid)")
+    p.add_argument(
+        "--grid-steps", type=int, default=200, help="training steps per grid rate (default 200; 0 = no grid)"
+    )
     p.add_argument("--grid", help="comma-separated learning rates instead of the automatic grid")
     p.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
     p.set_defaults(run=run)
@@ -53,8 +59,10 @@ def run(args, rest: list[str]) -> int:
     # 1. range test, on a copy of a freshly initialised model
     res, cfg = range_test_for_config(cfg, out, args.steps, args.min_lr, args.max_lr, say=print)
     print(f"stopped: {res['stopped']}")
-    print(f"lowest smoothed loss {res['min_smoothed_loss']:.3f} at lr {res['lr_min_loss']:.2e}; "
-          f"steepest descent at lr {res['lr_steepest']:.2e}")
+    print(
+        f"lowest smoothed loss {res['min_smoothed_loss']:.3f} at lr {res['lr_min_loss']:.2e}; "
+        f"steepest descent at lr {res['lr_steepest']:.2e}"
+    )
     print(f"suggested learning rate: {res['suggested_lr']:.1e}  (lowest-loss rate ÷ 10)")
     (out / "lr_range.json").write_text(json.dumps(res, indent=1))
     if plot_range(res, out / "lr_range.png"):
@@ -76,11 +84,23 @@ def run(args, rest: list[str]) -> int:
             print(f"| {r['lr']:.2g} | diverged | diverged |")
         else:
             print(f"| {r['lr']:.2g} | {r['val_loss']:.4f} | {r['final_train_loss']:.4f} |{mark}")
-    (out / "grid.json").write_text(json.dumps({"steps": args.grid_steps, "suggested_lr": res["suggested_lr"],
-                                               "rows": rows, "best_lr": best["lr"] if best else None}, indent=1))
+    (out / "grid.json").write_text(
+        json.dumps(
+            {
+                "steps": args.grid_steps,
+                "suggested_lr": res["suggested_lr"],
+                "rows": rows,
+                "best_lr": best["lr"] if best else None,
+            },
+            indent=1,
+        )
+    )
     if plot_grid(rows, res["suggested_lr"], out / "grid.png"):
         print(f"plot: {out / 'grid.png'}")
     if best:
-        print(f"\nbest: lr {best['lr']:.2g}. Train with it: scratchlm train "
-              + (f"--preset {args.preset} " if args.preset else "") + f"--train.lr {best['lr']:.2g}")
+        print(
+            f"\nbest: lr {best['lr']:.2g}. Train with it: scratchlm train "
+            + (f"--preset {args.preset} " if args.preset else "")
+            + f"--train.lr {best['lr']:.2g}"
+        )
     return 0

@@ -108,10 +108,21 @@ class RunInfo:
     @classmethod
     def from_config(cls, cfg: dict, **extra) -> "RunInfo":
         m, t = cfg["model"], cfg["train"]
-        return cls(vocab_size=m["vocab_size"], n_embd=m["n_embd"], max_steps=t["max_steps"], max_time=t["max_time"],
-                   tokens_per_step=t["batch_size"] * m["block_size"], warmup_steps=t["warmup_steps"],
-                   grad_clip=t["grad_clip"], lr=t["lr"], compile=t["compile"], temperature=cfg.get("sample", {}).get("temperature"),
-                   device=extra.pop("device", t["device"]), dtype=extra.pop("dtype", t["dtype"]), **extra)
+        return cls(
+            vocab_size=m["vocab_size"],
+            n_embd=m["n_embd"],
+            max_steps=t["max_steps"],
+            max_time=t["max_time"],
+            tokens_per_step=t["batch_size"] * m["block_size"],
+            warmup_steps=t["warmup_steps"],
+            grad_clip=t["grad_clip"],
+            lr=t["lr"],
+            compile=t["compile"],
+            temperature=cfg.get("sample", {}).get("temperature"),
+            device=extra.pop("device", t["device"]),
+            dtype=extra.pop("dtype", t["dtype"]),
+            **extra,
+        )
 
 
 @dataclass
@@ -125,10 +136,12 @@ class Finding:
     numbers: dict = field(default_factory=dict)
 
     def message(self) -> str:
-        return (f"doctor: {self.symptom} (step {self.step})\n"
-                f"  evidence: {self.evidence}\n"
-                f"  likely cause: {self.cause}\n"
-                f"  fix: {self.fix}")
+        return (
+            f"doctor: {self.symptom} (step {self.step})\n"
+            f"  evidence: {self.evidence}\n"
+            f"  likely cause: {self.cause}\n"
+            f"  fix: {self.fix}"
+        )
 
     def to_json(self) -> dict:
         return {"kind": "finding", **asdict(self)}
@@ -203,16 +216,27 @@ class InitialLoss(Detector):
         self.measured = True
         loss, expect = rec["loss"], math.log(self.run.vocab_size)
         gap = loss - expect if _finite(loss) else float("inf")
-        self.summary = f"step-1 loss {loss:.3f} vs ln({self.run.vocab_size}) = {expect:.3f} (gap {gap:+.3f}, tolerance ±{self.th.initial_tol:g})"
+        self.summary = (
+            f"step-1 loss {loss:.3f} vs ln({self.run.vocab_size}) = {expect:.3f} (gap {gap:+.3f}, "
+            f"tolerance ±{self.th.initial_tol:g})"
+        )
         if abs(gap) <= self.th.initial_tol:
             return None
         if gap > 0:
             cause = "the initial logits are too large: weights initialised with too big a scale (GPT-2 uses std 0.02)"
-            fix = "check the weight initialisation (std 0.02; residual projections scaled by 1/sqrt(2·n_layer)) and that the LM head is not scaled up"
+            fix = (
+                "check the weight initialisation (std 0.02; residual projections scaled by 1/sqrt(2·n_layer)) "
+                "and that the LM head is not scaled up"
+            )
         else:
-            cause = "the model predicts better than chance before training: the targets leak into the inputs (labels not shifted by one, or a non-causal mask)"
+            cause = (
+                "the model predicts better than chance before training: the targets leak into the inputs "
+                "(labels not shifted by one, or a non-causal mask)"
+            )
             fix = "check that targets are the inputs shifted by one token and that attention is causal"
-        return Finding(self.key, self.symptom, 1, self.summary, cause, fix, {"loss": loss, "ln_vocab": expect, "gap": gap})
+        return Finding(
+            self.key, self.symptom, 1, self.summary, cause, fix, {"loss": loss, "ln_vocab": expect, "gap": gap}
+        )
 
 
 class Exploding(Detector):
@@ -230,13 +254,16 @@ class Exploding(Detector):
         self.measured = True
         step, loss, gn = rec["step"], rec["loss"], rec["grad_norm"]
         steps = board.steps
-        clip_rate = sum(bool(r.get("clipped")) for r in steps[-board.window:]) / min(len(steps), board.window)
+        clip_rate = sum(bool(r.get("clipped")) for r in steps[-board.window :]) / min(len(steps), board.window)
         skipped = sum(bool(r.get("skipped")) for r in steps)
         if not (_finite(loss) and _finite(gn)):
             self.nonfinite += 1
             what = "loss" if not _finite(loss) else "gradient norm"
-            ev = (f"non-finite {what} at step {step} (loss {loss}, grad norm {gn}); {skipped} step(s) skipped by the spike guard so far; "
-                  f"lr {rec['lr']:.2e}")
+            ev = (
+                f"non-finite {what} at step {step} (loss {loss}, grad norm {gn}); {skipped} step(s) skipped by "
+                "the spike guard so far; "
+                f"lr {rec['lr']:.2e}"
+            )
             return self._fire(step, ev, {"loss": loss, "grad_norm": gn, "lr": rec["lr"], "skipped": skipped})
         W = board.window
         if len(steps) >= W:
@@ -247,17 +274,33 @@ class Exploding(Detector):
             growth = med / self.min_gn_median if judged and self.min_gn_median > 0 else 1.0
             mean_loss = statistics.fmean(r["loss"] for r in steps[-W:])
             first = board.first_loss()
-            self.summary = (f"grad norm median {med:.3g} over the last {W} steps"
-                            + (f" ({growth:.1f}× its lowest window median {self.min_gn_median:.3g})" if judged else "")
-                            + f"; clip rate {clip_rate:.0%}; {skipped} skipped step(s); no NaN/Inf")
-            nums = {"grad_norm_median": med, "growth": growth, "clip_rate": clip_rate, "lr": rec["lr"], "skipped": skipped}
+            self.summary = (
+                f"grad norm median {med:.3g} over the last {W} steps"
+                + (f" ({growth:.1f}× its lowest window median {self.min_gn_median:.3g})" if judged else "")
+                + f"; clip rate {clip_rate:.0%}; {skipped} skipped step(s); no NaN/Inf"
+            )
+            nums = {
+                "grad_norm_median": med,
+                "growth": growth,
+                "clip_rate": clip_rate,
+                "lr": rec["lr"],
+                "skipped": skipped,
+            }
             if growth >= self.th.explode_factor:
-                return self._fire(step, f"gradient norm grew {growth:.0f}× (window median {self.min_gn_median:.3g} → {med:.3g}); "
-                                        f"clip rate {clip_rate:.0%}; lr {rec['lr']:.2e}", nums)
+                return self._fire(
+                    step,
+                    f"gradient norm grew {growth:.0f}× (window median {self.min_gn_median:.3g} → {med:.3g}); "
+                    f"clip rate {clip_rate:.0%}; lr {rec['lr']:.2e}",
+                    nums,
+                )
             if first is not None and mean_loss > first + self.th.blowup_nats:
                 nums["loss_mean"] = mean_loss
-                return self._fire(step, f"loss diverged: mean {mean_loss:.3f} over the last {W} steps vs {first:.3f} at step 1; "
-                                        f"grad norm median {med:.3g}, clip rate {clip_rate:.0%}; lr {rec['lr']:.2e}", nums)
+                return self._fire(
+                    step,
+                    f"loss diverged: mean {mean_loss:.3f} over the last {W} steps vs {first:.3f} at step 1; "
+                    f"grad norm median {med:.3g}, clip rate {clip_rate:.0%}; lr {rec['lr']:.2e}",
+                    nums,
+                )
         if len(steps) >= W:
             window = [r["grad_norm"] for r in steps[-W:] if _finite(r["grad_norm"])]
             if window:
@@ -268,10 +311,18 @@ class Exploding(Detector):
 
     def _fire(self, step, evidence, nums):
         clip = f"clipping is at {self.run.grad_clip:g}" if self.run.grad_clip else "gradient clipping is off"
-        return Finding(self.key, self.symptom, step, evidence,
-                       f"exploding gradients: the learning rate ({self.run.lr:g} peak) is too high for this model, or the warm-up is too short; {clip}",
-                       "lower the learning rate 3–10× (e.g. --train.lr 3e-4; `scratchlm sweep lr` finds the range), "
-                       "keep --train.grad_clip 1.0, lengthen --train.warmup_steps; with fp16 use bf16 instead (--train.dtype bf16)", nums)
+        return Finding(
+            self.key,
+            self.symptom,
+            step,
+            evidence,
+            f"exploding gradients: the learning rate ({self.run.lr:g} peak) is too high for this model, or the "
+            f"warm-up is too short; {clip}",
+            "lower the learning rate 3–10× (e.g. --train.lr 3e-4; `scratchlm sweep lr` finds the range), "
+            "keep --train.grad_clip 1.0, lengthen --train.warmup_steps; with fp16 use bf16 instead "
+            "(--train.dtype bf16)",
+            nums,
+        )
 
 
 class NotDecreasing(Detector):
@@ -301,7 +352,7 @@ class NotDecreasing(Detector):
             return None
         self.measured = True
         now = [r["loss"] for r in steps[-W:] if _finite(r["loss"])]
-        before = [r["loss"] for r in steps[-2 * W:-W] if _finite(r["loss"])]
+        before = [r["loss"] for r in steps[-2 * W : -W] if _finite(r["loss"])]
         if len(now) < 2 or len(before) < 2:
             return None
         m_now, m_before = statistics.fmean(now), statistics.fmean(before)
@@ -311,10 +362,20 @@ class NotDecreasing(Detector):
         ratio = board.recent_ratio()
         gn = statistics.median(r["grad_norm"] for r in steps[-W:])
         clip_rate = sum(bool(r.get("clipped")) for r in steps[-W:]) / W
-        self.summary = (f"loss {first:.3f} at the start → {m_now:.3f} (mean of the last {W} steps; previous window {m_before:.3f} ± {se:.3f})"
-                        + (f"; update/weight ratio {ratio:.1e}" if ratio is not None else ""))
-        nums = {"first_loss": first, "window_mean": m_now, "previous_window_mean": m_before, "noise": se,
-                "update_ratio": ratio, "grad_norm_median": gn, "clip_rate": clip_rate, "lr": rec["lr"]}
+        self.summary = (
+            f"loss {first:.3f} at the start → {m_now:.3f} (mean of the last {W} steps; previous window "
+            f"{m_before:.3f} ± {se:.3f})" + (f"; update/weight ratio {ratio:.1e}" if ratio is not None else "")
+        )
+        nums = {
+            "first_loss": first,
+            "window_mean": m_now,
+            "previous_window_mean": m_before,
+            "noise": se,
+            "update_ratio": ratio,
+            "grad_norm_median": gn,
+            "clip_rate": clip_rate,
+            "lr": rec["lr"],
+        }
         rising = m_now > self.best_mean + max(self.th.rise_margin, 2 * se)
         self.rising = self.rising + 1 if rising else 0
         self.best_mean = min(self.best_mean, m_now)
@@ -325,7 +386,7 @@ class NotDecreasing(Detector):
         if uni is not None and len(past_warmup) >= self.th.unigram_windows * W and m_now > uni - self.th.unigram_margin:
             # hovering: no drop beyond the noise over the last two windows (a slow but steady
             # descent through the unigram level, as narrow models make, is not a plateau)
-            older = [r["loss"] for r in steps[-3 * W:-2 * W] if _finite(r["loss"])]
+            older = [r["loss"] for r in steps[-3 * W : -2 * W] if _finite(r["loss"])]
             at_unigram = len(older) >= 2 and statistics.fmean(older) - m_now < 2 * se
         if uni is not None:
             self.summary += f"; unigram level {uni:.3f}"
@@ -333,47 +394,83 @@ class NotDecreasing(Detector):
             return None
         peak_lr = max(r["lr"] for r in steps)  # the rate reached so far (warm-up ramps up to it)
         high, low = self._evidence(past_warmup, W, ratio, at_unigram, uni, peak_lr)
-        ev = (self.summary + f"; grad norm median {gn:.3g}, clip rate {clip_rate:.0%}, lr {rec['lr']:.2e}"
-              + "".join(f"; {e}" for e in high + low))
+        ev = (
+            self.summary
+            + f"; grad norm median {gn:.3g}, clip rate {clip_rate:.0%}, lr {rec['lr']:.2e}"
+            + "".join(f"; {e}" for e in high + low)
+        )
         sweep = "`scratchlm sweep lr` finds the range"
         if low and not high:
-            return Finding(self.key, self.symptom + " — learning rate too low", rec["step"], ev,
-                           "the learning rate is too low: each step changes the weights too little to move the loss",
-                           f"raise the learning rate (3e-4 is a good start for AdamW; the presets use 6e-4 to 2e-3); {sweep}",
-                           nums | {"verdict": "too low"})
+            return Finding(
+                self.key,
+                self.symptom + " — learning rate too low",
+                rec["step"],
+                ev,
+                "the learning rate is too low: each step changes the weights too little to move the loss",
+                f"raise the learning rate (3e-4 is a good start for AdamW; the presets use 6e-4 to 2e-3); {sweep}",
+                nums | {"verdict": "too low"},
+            )
         if high and not low:
-            return Finding(self.key, self.symptom + " — learning rate too high", rec["step"], ev,
-                           "the learning rate is too high: updates overshoot, so the loss climbs or hovers instead of falling",
-                           f"lower the learning rate 3–10× (3e-4 is a good start for AdamW); {sweep}", nums | {"verdict": "too high"})
+            return Finding(
+                self.key,
+                self.symptom + " — learning rate too high",
+                rec["step"],
+                ev,
+                "the learning rate is too high: updates overshoot, so the loss climbs or hovers instead of falling",
+                f"lower the learning rate 3–10× (3e-4 is a good start for AdamW); {sweep}",
+                nums | {"verdict": "too high"},
+            )
         # no evidence either way (or evidence both ways): say so rather than guess
-        return Finding(self.key, self.symptom + " — learning rate too high or too low (the evidence does not tell which)",
-                       rec["step"], ev, "the learning rate may be too high or too low, or the model sits on a plateau it has yet to "
-                       "leave; these metrics do not show which"
-                       + ("" if ratio is not None else " (no update/weight ratios recorded: trained without the live doctor)"),
-                       "run `scratchlm sweep lr` with this run's settings: it tries rates on both sides and shows which is better",
-                       nums | {"verdict": "cannot tell"})
+        return Finding(
+            self.key,
+            self.symptom + " — learning rate too high or too low (the evidence does not tell which)",
+            rec["step"],
+            ev,
+            "the learning rate may be too high or too low, or the model sits on a plateau it has yet to "
+            "leave; these metrics do not show which"
+            + ("" if ratio is not None else " (no update/weight ratios recorded: trained without the live doctor)"),
+            "run `scratchlm sweep lr` with this run's settings: it tries rates on both sides and shows which is better",
+            nums | {"verdict": "cannot tell"},
+        )
 
     def _evidence(self, past_warmup, W, ratio, at_unigram, uni, peak_lr):
         """The signs of a learning rate too high and too low, each a line of evidence."""
         th, high, low = self.th, [], []
         # grad-norm growth: the last window's median against the lowest window median after warm-up
-        meds = [statistics.median(gs) for i in range(0, len(past_warmup) - W + 1, W)
-                if (gs := [r["grad_norm"] for r in past_warmup[i:i + W] if _finite(r["grad_norm"])])]
+        meds = [
+            statistics.median(gs)
+            for i in range(0, len(past_warmup) - W + 1, W)
+            if (gs := [r["grad_norm"] for r in past_warmup[i : i + W] if _finite(r["grad_norm"])])
+        ]
         growth = meds[-1] / min(meds) if meds and min(meds) > 0 else 1.0
         if self.rising >= 2:
-            high.append(f"the loss climbed above its best window mean ({self.best_mean:.3f}) {self.rising} windows in a row")
+            high.append(
+                f"the loss climbed above its best window mean ({self.best_mean:.3f}) {self.rising} windows in a row"
+            )
         if ratio is not None and ratio > th.ratio_high:
             high.append(f"update/weight ratio {ratio:.1e} > {th.ratio_high:g}: steps overshoot")
         if growth >= th.gn_growth:
             high.append(f"grad norm grew {growth:.1f}× from its lowest window median")
         if at_unigram:  # fast to the unigram level, then stuck: the steps are too big to settle into finer structure
-            early = [statistics.fmean(ls) for i in (0, W) if (ls := [r["loss"] for r in past_warmup[i:i + W] if _finite(r["loss"])])]
+            early = [
+                statistics.fmean(ls)
+                for i in (0, W)
+                if (ls := [r["loss"] for r in past_warmup[i : i + W] if _finite(r["loss"])])
+            ]
             if min(early, default=math.inf) < uni + th.unigram_margin:
-                high.append(f"the loss reached the unigram level ({uni:.2f} nats) within two windows after warm-up, then hovered there")
+                high.append(
+                    f"the loss reached the unigram level ({uni:.2f} nats) within two windows after warm-up, "
+                    "then hovered there"
+                )
         if ratio is not None and ratio < th.ratio_small:
-            low.append(f"update/weight ratio {ratio:.1e} < {th.ratio_small:g} (healthy runs: 2e-3 to 2e-2): steps are too small")
+            low.append(
+                f"update/weight ratio {ratio:.1e} < {th.ratio_small:g} (healthy runs: 2e-3 to 2e-2): steps are "
+                "too small"
+            )
         if peak_lr < th.lr_low:
-            low.append(f"peak lr {peak_lr:.1e} < {th.lr_low:g} (AdamW usually starts at 3e-4; the presets use 6e-4 to 2e-3)")
+            low.append(
+                f"peak lr {peak_lr:.1e} < {th.lr_low:g} (AdamW usually starts at 3e-4; the presets use 6e-4 to 2e-3)"
+            )
         return high, low
 
 
@@ -394,9 +491,12 @@ class Repetition(Detector):
         self.measured = True
         self.history.append(rec)
         excess = rec["rep"] - rec["ref_rep"]
-        self.summary = (f"sample at step {rec['step']}: {rec['rep']:.0%} of {self.th.rep_n}-grams repeated, distinct-2 "
-                        f"{rec['distinct']:.2f} (real text: {rec['ref_rep']:.0%}, {rec['ref_distinct']:.2f}); {len(self.history)} evaluation(s)")
-        last = self.history[-self.th.rep_persist:]
+        self.summary = (
+            f"sample at step {rec['step']}: {rec['rep']:.0%} of {self.th.rep_n}-grams repeated, distinct-2 "
+            f"{rec['distinct']:.2f} (real text: {rec['ref_rep']:.0%}, {rec['ref_distinct']:.2f}); "
+            f"{len(self.history)} evaluation(s)"
+        )
+        last = self.history[-self.th.rep_persist :]
         if len(last) < self.th.rep_persist or any(r["rep"] - r["ref_rep"] < self.th.rep_excess for r in last):
             return None
         reps = ", ".join(f"{r['rep']:.0%} at step {r['step']}" for r in last)
@@ -404,23 +504,47 @@ class Repetition(Detector):
         narrow = n_embd and n_embd < self.th.narrow_embd
         widen = f"widen the model (e.g. --model.n_embd {max(2 * n_embd, self.th.narrow_embd)})"
         if T is not None and T < self.th.low_temperature:  # cold sampling loops first: check it before the width
-            cause = (f"sampling is {'greedy' if T == 0 else 'nearly greedy'} (temperature {T:g}): the likeliest token wins every "
-                     "time, so a model that is not yet good enough falls into a loop"
-                     + (f"; the narrow model (n_embd = {n_embd}) makes that likelier" if narrow else ""))
-            fix = "sample with temperature 0.8–1.0 and top-p 0.95 (--sample.temperature 0.8), and train longer" + (f"; {widen}" if narrow else "")
+            cause = (
+                f"sampling is {'greedy' if T == 0 else 'nearly greedy'} (temperature {T:g}): the likeliest "
+                "token wins every "
+                "time, so a model that is not yet good enough falls into a loop"
+                + (f"; the narrow model (n_embd = {n_embd}) makes that likelier" if narrow else "")
+            )
+            fix = "sample with temperature 0.8–1.0 and top-p 0.95 (--sample.temperature 0.8), and train longer" + (
+                f"; {widen}" if narrow else ""
+            )
         elif narrow:
-            cause = f"the model is narrow (n_embd = {n_embd}): too little capacity to track context, so it falls into loops"
+            cause = (
+                f"the model is narrow (n_embd = {n_embd}): too little capacity to track context, so it falls into loops"
+            )
             fix = f"{widen}, train longer, and sample with temperature 0.8–1.0 and top-p 0.95"
         else:
             cause = "the model has not learned enough context to avoid loops (undertrained)"
             fix = "train longer, or sample with a higher temperature (0.8–1.0) and top-p 0.95"
         text = rec.get("text", "")[:80].replace("\n", "⏎")
-        ev = (f"{self.th.rep_n}-gram repetition {reps} vs {rec['ref_rep']:.0%} in real text (excess ≥ {self.th.rep_excess:.0%} "
-              f"at {self.th.rep_persist} evaluations in a row); distinct-2 {rec['distinct']:.2f}"
-              + (f"; sampled at temperature {T:g}" if T is not None else "") + f"; sample: {text!r}")
-        return Finding(self.key, self.symptom, rec["step"], ev, cause, fix,
-                       {"rep": rec["rep"], "ref_rep": rec["ref_rep"], "distinct": rec["distinct"], "excess": excess, "n_embd": n_embd,
-                        "temperature": T})
+        ev = (
+            f"{self.th.rep_n}-gram repetition {reps} vs {rec['ref_rep']:.0%} in real text (excess ≥ "
+            f"{self.th.rep_excess:.0%} "
+            f"at {self.th.rep_persist} evaluations in a row); distinct-2 {rec['distinct']:.2f}"
+            + (f"; sampled at temperature {T:g}" if T is not None else "")
+            + f"; sample: {text!r}"
+        )
+        return Finding(
+            self.key,
+            self.symptom,
+            rec["step"],
+            ev,
+            cause,
+            fix,
+            {
+                "rep": rec["rep"],
+                "ref_rep": rec["ref_rep"],
+                "distinct": rec["distinct"],
+                "excess": excess,
+                "n_embd": n_embd,
+                "temperature": T,
+            },
+        )
 
     def on_end(self, board):
         if not self.measured:
@@ -470,18 +594,29 @@ class TooSlow(Detector):
             eta = min(eta, max(0.0, self.run.max_time - rec.get("time", 0.0)))
         total_h = (rec.get("time", 0.0) + eta) / 3600
         mfu = rec.get("mfu")
-        self.summary = (f"{tok_s:,.0f} tokens/s ({step_s:.3g} s/step); planned budget ≈ {total_h:.2g} h, ETA {eta / 3600:.2g} h"
-                        + (f"; MFU {mfu:.1%}" if _finite(mfu) else ""))
+        self.summary = (
+            f"{tok_s:,.0f} tokens/s ({step_s:.3g} s/step); planned budget ≈ {total_h:.2g} h, ETA {eta / 3600:.2g} h"
+            + (f"; MFU {mfu:.1%}" if _finite(mfu) else "")
+        )
         slow = total_h > self.th.slow_hours
         gpu_idle = _finite(mfu) and self.run.device.startswith("cuda") and mfu < self.th.mfu_low and step >= 50
         if not (slow or gpu_idle):
             return None
-        why = (f"the planned budget takes {total_h:.1f} h (> {self.th.slow_hours:g} h)" if slow
-               else f"the GPU does useful work {mfu:.1%} of the time (< {self.th.mfu_low:.0%})")
-        return Finding(self.key, self.symptom, step, self.summary + "; " + why,
-                       f"too much work for this hardware at this speed ({self.run.device}, {self.run.dtype}, {self.run.world} device(s))",
-                       "; ".join(speed_hints(self.run)) + "; or plan a smaller budget (--train.max_time SECONDS)",
-                       {"tokens_per_s": tok_s, "eta_s": eta, "total_hours": total_h, "mfu": mfu})
+        why = (
+            f"the planned budget takes {total_h:.1f} h (> {self.th.slow_hours:g} h)"
+            if slow
+            else f"the GPU does useful work {mfu:.1%} of the time (< {self.th.mfu_low:.0%})"
+        )
+        return Finding(
+            self.key,
+            self.symptom,
+            step,
+            self.summary + "; " + why,
+            f"too much work for this hardware at this speed ({self.run.device}, {self.run.dtype}, "
+            f"{self.run.world} device(s))",
+            "; ".join(speed_hints(self.run)) + "; or plan a smaller budget (--train.max_time SECONDS)",
+            {"tokens_per_s": tok_s, "eta_s": eta, "total_hours": total_h, "mfu": mfu},
+        )
 
 
 class Overfitting(Detector):
@@ -498,7 +633,7 @@ class Overfitting(Detector):
     def on_eval(self, rec, board):
         if not _finite(rec.get("val_loss")):
             return None
-        recent = [r["loss"] for r in board.steps[-board.window:] if _finite(r["loss"])]
+        recent = [r["loss"] for r in board.steps[-board.window :] if _finite(r["loss"])]
         train = statistics.fmean(recent) if recent else None
         self.evals.append((rec, train))
         best_rec, best_train = min(self.evals, key=lambda e: e[0]["val_loss"])
@@ -507,21 +642,32 @@ class Overfitting(Detector):
             return None
         self.measured = True
         best = best_rec["val_loss"]
-        self.summary = (f"val loss {rec['val_loss']:.3f} at step {rec['step']}, best {best:.3f} at step {best_rec['step']}"
-                        + (f"; train loss {best_train:.3f} → {train:.3f}" if train is not None and best_train is not None else "")
-                        + f" ({len(self.evals)} evaluations)")
+        self.summary = (
+            f"val loss {rec['val_loss']:.3f} at step {rec['step']}, best {best:.3f} at step {best_rec['step']}"
+            + (f"; train loss {best_train:.3f} → {train:.3f}" if train is not None and best_train is not None else "")
+            + f" ({len(self.evals)} evaluations)"
+        )
         falling = train is not None and best_train is not None and train < best_train
         self.above = self.above + 1 if rec["val_loss"] > best + self.th.overfit_margin and falling else 0
         if self.above < self.th.overfit_persist:
             return None
         gap = rec["val_loss"] - train
-        return Finding(self.key, self.symptom, rec["step"],
-                       self.summary + f"; val loss above its best for {self.above} evaluations; train/val gap {gap:.2f} nats",
-                       "the model memorises the training text: too little data for this model size or too many steps",
-                       "use more data, stop earlier (checkpoints/best/ holds the best model), add dropout (--model.dropout 0.1), "
-                       "or use a smaller model",
-                       {"val_loss": rec["val_loss"], "best_val_loss": best, "best_step": best_rec["step"], "train_loss": train,
-                        "train_loss_at_best": best_train})
+        return Finding(
+            self.key,
+            self.symptom,
+            rec["step"],
+            self.summary + f"; val loss above its best for {self.above} evaluations; train/val gap {gap:.2f} nats",
+            "the model memorises the training text: too little data for this model size or too many steps",
+            "use more data, stop earlier (checkpoints/best/ holds the best model), add dropout (--model.dropout 0.1), "
+            "or use a smaller model",
+            {
+                "val_loss": rec["val_loss"],
+                "best_val_loss": best,
+                "best_step": best_rec["step"],
+                "train_loss": train,
+                "train_loss_at_best": best_train,
+            },
+        )
 
     def on_end(self, board):
         if not self.measured and not self.evals:
@@ -616,8 +762,8 @@ def repetition_stats(ids: list[int], n: int = 4) -> tuple[float, float]:
     rep-n: the fraction of n-grams that repeat an earlier n-gram of the same text
            ("abcabcabc", n=3: 7 trigrams, 3 different → 4/7 repeated);
     distinct-2: different bigrams / all bigrams (1.0 = no pair of tokens ever recurs)."""
-    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
-    pairs = [tuple(ids[i:i + 2]) for i in range(len(ids) - 1)]
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    pairs = [tuple(ids[i : i + 2]) for i in range(len(ids) - 1)]
     rep = 1.0 - len(set(grams)) / len(grams) if grams else 0.0
     distinct2 = len(set(pairs)) / len(pairs) if pairs else 1.0
     return rep, distinct2

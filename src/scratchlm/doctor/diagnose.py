@@ -15,12 +15,28 @@ from .records import read_records, replay
 
 # The guide's table (likely cause and solution), keyed by detector, in the guide's order.
 TABLE = [
-    ("not_decreasing", "Learning rate too high or too low", "Sweep the learning rate (3e-4 is a good start for AdamW): scratchlm sweep lr"),
+    (
+        "not_decreasing",
+        "Learning rate too high or too low",
+        "Sweep the learning rate (3e-4 is a good start for AdamW): scratchlm sweep lr",
+    ),
     ("exploding", "Exploding gradients", "Clip gradients or lower the learning rate"),
-    ("repetition", "Hidden size too small (or greedy sampling)", "Increase the embedding size (e.g. 128 → 384); sample at temperature 0.8–1.0"),
-    ("slow", "No data parallelism / too much work for the hardware", "Use DistributedDataParallel, bf16, torch.compile, or a smaller model"),
+    (
+        "repetition",
+        "Hidden size too small (or greedy sampling)",
+        "Increase the embedding size (e.g. 128 → 384); sample at temperature 0.8–1.0",
+    ),
+    (
+        "slow",
+        "No data parallelism / too much work for the hardware",
+        "Use DistributedDataParallel, bf16, torch.compile, or a smaller model",
+    ),
     ("initial_loss", "Initialisation or label bug", "Check the init scale and that targets are inputs shifted by one"),
-    ("overfitting", "Too little data for the model", "More data, stop at the best checkpoint, dropout, a smaller model"),
+    (
+        "overfitting",
+        "Too little data for the model",
+        "More data, stop at the best checkpoint, dropout, a smaller model",
+    ),
 ]
 
 
@@ -29,7 +45,9 @@ def diagnose(run_dir, th: Thresholds | None = None) -> dict:
     run = read_records(run_dir)
     cfg = run["config"]
     start = next((p for p in run["probes"] if p.get("kind") == "start"), {})
-    info = RunInfo.from_config(cfg, **{k: start[k] for k in ("device", "dtype", "world", "n_params", "unigram_loss") if k in start})
+    info = RunInfo.from_config(
+        cfg, **{k: start[k] for k in ("device", "dtype", "world", "n_params", "unigram_loss") if k in start}
+    )
     doctor = Doctor(info, th)
     replay(doctor, run["steps"], run["evals"], run["probes"])
     doctor.end()
@@ -41,16 +59,38 @@ def diagnose(run_dir, th: Thresholds | None = None) -> dict:
         finding = det.finding
         if finding is None and key in live:  # found during training, e.g. from data not kept in the files
             f = live[key]
-            finding = Finding(f["key"], f["symptom"], f["step"], f["evidence"], f["cause"], f["fix"], f.get("numbers", {}))
+            finding = Finding(
+                f["key"], f["symptom"], f["step"], f["evidence"], f["cause"], f["fix"], f.get("numbers", {})
+            )
             status, evidence = SEEN, finding.evidence + " (recorded live in diagnostics.jsonl)"
-        rows.append({"key": key, "symptom": det.row, "status": status, "evidence": evidence, "cause": cause, "solution": solution,
-                     "finding": finding.to_json() if finding else None})
+        rows.append(
+            {
+                "key": key,
+                "symptom": det.row,
+                "status": status,
+                "evidence": evidence,
+                "cause": cause,
+                "solution": solution,
+                "finding": finding.to_json() if finding else None,
+            }
+        )
     steps = run["steps"]
     last = steps[-1]["step"] if steps else 0
     max_steps = cfg["train"]["max_steps"]
     finished = (Path(run_dir) / "checkpoints" / "final").exists()
-    state = ("finished" if finished else
-             f"not finished: stopped or crashed at step {last} of {max_steps} (resume: scratchlm train --resume {run_dir})")
-    summary = {"run_dir": str(run_dir), "steps": last, "max_steps": max_steps, "evaluations": len(run["evals"]), "state": state,
-               "last_val_loss": run["evals"][-1]["val_loss"] if run["evals"] else None, "live_doctor": bool(run["probes"])}
+    state = (
+        "finished"
+        if finished
+        else f"not finished: stopped or crashed at step {last} of {max_steps} (resume: scratchlm train --resume "
+        f"{run_dir})"
+    )
+    summary = {
+        "run_dir": str(run_dir),
+        "steps": last,
+        "max_steps": max_steps,
+        "evaluations": len(run["evals"]),
+        "state": state,
+        "last_val_loss": run["evals"][-1]["val_loss"] if run["evals"] else None,
+        "live_doctor": bool(run["probes"]),
+    }
     return {"summary": summary, "rows": rows, "problems": [r["key"] for r in rows if r["status"] == SEEN]}

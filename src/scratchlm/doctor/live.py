@@ -35,7 +35,7 @@ from .records import read_records, replay
 
 
 def _say(text: str) -> None:
-    from tqdm import tqdm
+    from tqdm import tqdm  # only when the doctor has something to say: above the progress bar
 
     tqdm.write(text)  # prints above the progress bar instead of through it
 
@@ -54,7 +54,9 @@ def sample_ids(model, prompt_ids: list[int], n: int, temperature: float, top_p: 
 
 
 class LiveDoctor:
-    def __init__(self, quiet: bool = False, thresholds: Thresholds | None = None, probe_every: int = 10, sample_tokens: int = 200):
+    def __init__(
+        self, quiet: bool = False, thresholds: Thresholds | None = None, probe_every: int = 10, sample_tokens: int = 200
+    ):
         self.quiet, self.th = quiet, thresholds or Thresholds()
         self.probe_every, self.sample_tokens = probe_every, sample_tokens
         self.doctor: Doctor | None = None
@@ -62,7 +64,12 @@ class LiveDoctor:
         self._snapshot = None  # (step, [weight copies]) for the update ratio
 
     def attach(self, events: Events) -> Events:
-        for name, fn in (("train_start", self._start), ("step_end", self._step), ("eval", self._eval), ("train_end", self._end)):
+        for name, fn in (
+            ("train_start", self._start),
+            ("step_end", self._step),
+            ("eval", self._eval),
+            ("train_end", self._end),
+        ):
             events.on(name, self._guarded(fn))
         return events
 
@@ -76,6 +83,7 @@ class LiveDoctor:
             except Exception as e:  # a diagnostic tool must never end a training run
                 self.enabled = False
                 _say(f"doctor: internal error ({type(e).__name__}: {e}); live diagnostics are off for this run")
+
         return run
 
     # ---- files ----------------------------------------------------------------
@@ -90,7 +98,11 @@ class LiveDoctor:
     def _finding(self, f: Finding) -> None:
         self._append("diagnostics.jsonl", f.to_json())
         if not self.quiet:
-            _say(f.message() + f"\n  (saved in {self.run_dir / 'diagnostics.jsonl'}; `scratchlm doctor {self.run_dir}` shows the full table)")
+            _say(
+                f.message()
+                + f"\n  (saved in {self.run_dir / 'diagnostics.jsonl'}; `scratchlm doctor {self.run_dir}` shows "
+                "the full table)"
+            )
 
     # ---- events ---------------------------------------------------------------
     def _start(self, info):
@@ -100,8 +112,14 @@ class LiveDoctor:
             return
         self.trainer, self.run_dir = t, Path(t.run_dir)
         cfg = to_dict(t.cfg)
-        run = RunInfo.from_config(cfg, device=str(t.rt.device), dtype=t.rt.dtype, world=t.rt.world, n_params=t.raw_model.num_params(),
-                                  unigram_loss=unigram_entropy(t.train_batches.data))
+        run = RunInfo.from_config(
+            cfg,
+            device=str(t.rt.device),
+            dtype=t.rt.dtype,
+            world=t.rt.world,
+            n_params=t.raw_model.num_params(),
+            unigram_loss=unigram_entropy(t.train_batches.data),
+        )
         self.doctor = Doctor(run, self.th)
         if t.step > 0:  # resumed: rebuild the detectors' history silently, keep earlier findings
             past = read_records(self.run_dir)
@@ -116,8 +134,19 @@ class LiveDoctor:
         val = t.val_batches.data
         self.ref_ids = [int(i) for i in val[: self.sample_tokens]]
         self.prompt_ids = t.tok.encode(t.cfg.sample.prompt) or self.ref_ids[:1]
-        self._append("probes.jsonl", {"kind": "start", "step": t.step, "device": run.device, "dtype": run.dtype, "world": run.world,
-                                      "n_params": run.n_params, "tokens_per_step": run.tokens_per_step, "unigram_loss": run.unigram_loss})
+        self._append(
+            "probes.jsonl",
+            {
+                "kind": "start",
+                "step": t.step,
+                "device": run.device,
+                "dtype": run.dtype,
+                "world": run.world,
+                "n_params": run.n_params,
+                "tokens_per_step": run.tokens_per_step,
+                "unigram_loss": run.unigram_loss,
+            },
+        )
 
     def _matrices(self):
         return [p.detach() for p in self.trainer.raw_model.parameters() if p.dim() >= 2]
@@ -135,7 +164,13 @@ class LiveDoctor:
             after = self._matrices()
             num = sum(float((a.float() - b).pow(2).sum()) for a, b in zip(after, snap[1]))
             den = sum(float(b.pow(2).sum()) for b in snap[1])
-            self._probe({"kind": "update_ratio", "step": step, "update_ratio": math.sqrt(num / den) if den > 0 else float("nan")})
+            self._probe(
+                {
+                    "kind": "update_ratio",
+                    "step": step,
+                    "update_ratio": math.sqrt(num / den) if den > 0 else float("nan"),
+                }
+            )
         if step % self.probe_every == 0:
             self._snapshot = (step, [p.float().clone() for p in self._matrices()])
 
@@ -147,7 +182,14 @@ class LiveDoctor:
         # repetition probe is not measured there (the doctor reports it as not measurable).
         if self.sample_tokens <= 0 or getattr(t, "fsdp", False):
             return
-        ids = sample_ids(t.raw_model, self.prompt_ids, self.sample_tokens, t.cfg.sample.temperature, t.cfg.sample.top_p, t.cfg.sample.seed)
+        ids = sample_ids(
+            t.raw_model,
+            self.prompt_ids,
+            self.sample_tokens,
+            t.cfg.sample.temperature,
+            t.cfg.sample.top_p,
+            t.cfg.sample.seed,
+        )
         self._probe(repetition_probe(rec["step"], ids, self.ref_ids, n, t.tok.decode(ids)))
 
     def _end(self, info):
@@ -155,8 +197,11 @@ class LiveDoctor:
         if self.quiet:
             return
         n = len([f for f in self.doctor.findings if f.step > 0])
-        _say(f"doctor: {n} problem(s) found; see {self.run_dir / 'diagnostics.jsonl'}" if n else
-             "doctor: no problems seen (scratchlm doctor RUN_DIR shows what was checked)")
+        _say(
+            f"doctor: {n} problem(s) found; see {self.run_dir / 'diagnostics.jsonl'}"
+            if n
+            else "doctor: no problems seen (scratchlm doctor RUN_DIR shows what was checked)"
+        )
 
 
 def unigram_entropy(tokens, limit: int = 10_000_000) -> float:
@@ -170,8 +215,16 @@ def unigram_entropy(tokens, limit: int = 10_000_000) -> float:
 def repetition_probe(step: int, ids: list[int], ref_ids: list[int], n: int, text: str = "") -> dict:
     rep, distinct = repetition_stats(ids, n)
     ref_rep, ref_distinct = repetition_stats(ref_ids[: len(ids)], n)
-    return {"kind": "repetition", "step": step, "n": n, "rep": rep, "distinct": distinct, "ref_rep": ref_rep,
-            "ref_distinct": ref_distinct, "text": text[:200]}
+    return {
+        "kind": "repetition",
+        "step": step,
+        "n": n,
+        "rep": rep,
+        "distinct": distinct,
+        "ref_rep": ref_rep,
+        "ref_distinct": ref_distinct,
+        "text": text[:200],
+    }
 
 
 def attach(events: Events | None = None, quiet: bool = False, **kwargs) -> Events:

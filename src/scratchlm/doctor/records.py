@@ -58,7 +58,9 @@ def read_records(run_dir: str | Path) -> dict:
         raise ScratchLMError(f"{run_dir} is not a run folder")
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
-        raise ScratchLMError(f"{run_dir} has no config.json: not a run folder (scratchlm train --out {run_dir} makes one)")
+        raise ScratchLMError(
+            f"{run_dir} has no config.json: not a run folder (scratchlm train --out {run_dir} makes one)"
+        )
     metrics = drop_rewound(read_jsonl(run_dir / "metrics.jsonl"))
     return {
         "config": json.loads(cfg_path.read_text()),

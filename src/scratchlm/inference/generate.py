@@ -40,7 +40,9 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, top_
     return logits
 
 
-def pick(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+def pick(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     probs = torch.softmax(filter_logits(logits.float(), temperature, top_k, top_p), dim=-1)
@@ -48,9 +50,18 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, gen
 
 
 @torch.inference_mode()
-def generate_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
-                    top_p: float = 1.0, generator: torch.Generator | None = None, use_cache: bool = True,
-                    fast: bool = True, dtype: torch.dtype | None = None) -> Iterator[torch.Tensor]:
+def generate_tokens(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    fast: bool = True,
+    dtype: torch.dtype | None = None,
+) -> Iterator[torch.Tensor]:
     """Yield (B, 1) new token ids one at a time. idx: (B, T) prompt ids (T ≥ 1).
 
     dtype: the decoder's weights (e.g. torch.bfloat16: half the memory traffic); None = the model's.

@@ -47,8 +47,9 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     if tokenizer_hash(tok) != state.get("tokenizer_hash"):
         raise ScratchLMError(f"{tok_path} is not the tokenizer checkpoint {folder} was trained with (hash mismatch)")
     if tok.vocab_size != cfg.model.vocab_size:
-        raise ScratchLMError(f"tokenizer vocabulary ({tok.vocab_size}) does not match the checkpoint's "
-                             f"({cfg.model.vocab_size})")
+        raise ScratchLMError(
+            f"tokenizer vocabulary ({tok.vocab_size}) does not match the checkpoint's ({cfg.model.vocab_size})"
+        )
     model = GPT(cfg.model)
     ckpt.load_model_weights(model, model_sd, str(folder))
     return Run(model.to(device).eval(), tok, cfg, run_dir, folder)

@@ -176,7 +176,7 @@ def measure_variant(cfg, steps: int) -> dict:
     rng = np.random.default_rng(0)
     data = {s: rng.integers(0, cfg.model.vocab_size, n).astype(np.uint32) for s in ("train", "val")}
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, tmp, _UniformTok(cfg.model.vocab_size), "memory", data, rt, quiet=True)
+        trainer = Trainer(cfg, tmp, _UniformTok(cfg.model.vocab_size), "memory", data, rt)
         cuda = rt.device.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(rt.device)
