@@ -342,3 +342,20 @@ def test_guard_rollbacks_are_marked_and_only_the_final_history_counts(tmp_path, 
     assert [r["key"] for r in drop_rewound(diag) if r.get("kind") == "finding"] == ["exploding"]
     ratios = [p["step"] for p in drop_rewound(read_jsonl(run / "probes.jsonl")) if p.get("kind") == "update_ratio"]
     assert ratios == sorted(set(ratios))
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "{not json", '{"model": {}}'])
+def test_doctor_refuses_a_config_that_is_not_a_run_config(tmp_path, content, capsys):
+    (tmp_path / "config.json").write_text(content)
+    assert doctor_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_doctor_skips_an_absurdly_nested_metrics_line(tmp_path, capsys):
+    cfg = build_config("tiny")
+    (tmp_path / "config.json").write_text(json.dumps(to_dict(cfg)))
+    (tmp_path / "metrics.jsonl").write_text("[" * 200_000 + "]" * 200_000 + "\n"
+                                            + json.dumps({"step": 1, "loss": 6.2, "lr": 1e-3}) + "\n")
+    assert doctor_main([str(tmp_path)]) in (0, 1)  # a report, not a traceback
+    assert "run " in capsys.readouterr().out

@@ -299,3 +299,17 @@ def test_memory_of_encoding_grows_like_its_output(tok):
     tracemalloc.stop()
     assert peak < 150 * len(text), f"{peak / len(text):.0f} bytes per character of text"
     assert len(ids) > 15_000
+
+
+@pytest.mark.parametrize("content", ["[" * 200_000 + "]" * 200_000,
+                                     '{"format": "scratchlm-tokenizer", "type": "char", "version": 1, "chars": '
+                                     + "9" * 100_000 + "}",
+                                     '{"format": "scratchlm-tokenizer", "type": "char", "version": 1, "chars": [1, null]}'])
+def test_crafted_tokenizer_files_are_one_line_errors(tmp_path, content):
+    from scratchlm.errors import ScratchLMError
+    from scratchlm.tokenizer import load_tokenizer
+
+    path = tmp_path / "tokenizer.json"
+    path.write_text(content)
+    with pytest.raises(ScratchLMError, match="corrupt"):
+        load_tokenizer(path)

@@ -14,6 +14,9 @@ from pathlib import Path
 from ..errors import ScratchLMError
 
 
+STEP_KEYS = ("step", "loss", "lr", "grad_norm")  # a step record without these (edited by hand?) is left out
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """All complete JSON lines of a file; a half-written last line (a crash) is skipped."""
     if not path.exists():
@@ -22,7 +25,7 @@ def read_jsonl(path: Path) -> list[dict]:
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             rec = json.loads(line)  # json reads NaN/Infinity, as the loop writes them
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # torn by a crash, or a crafted, absurdly nested line
             continue
         if isinstance(rec, dict):
             out.append(rec)
@@ -61,10 +64,16 @@ def read_records(run_dir: str | Path) -> dict:
         raise ScratchLMError(
             f"{run_dir} has no config.json: not a run folder (scratchlm train --out {run_dir} makes one)"
         )
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ScratchLMError(f"{cfg_path} is corrupt ({type(e).__name__}); not a readable run folder") from None
+    if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
+        raise ScratchLMError(f"{cfg_path} does not hold a run's config (a JSON object with a 'train' section)")
     metrics = drop_rewound(read_jsonl(run_dir / "metrics.jsonl"))
     return {
-        "config": json.loads(cfg_path.read_text()),
-        "steps": [r for r in metrics if "loss" in r],
+        "config": config,
+        "steps": [r for r in metrics if "loss" in r and all(isinstance(r.get(k), (int, float)) for k in STEP_KEYS)],
         "evals": [r for r in metrics if r.get("event") == "eval"],
         "probes": drop_rewound(read_jsonl(run_dir / "probes.jsonl")),
         "findings": [r for r in drop_rewound(read_jsonl(run_dir / "diagnostics.jsonl")) if r.get("kind") == "finding"],

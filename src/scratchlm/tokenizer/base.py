@@ -79,6 +79,8 @@ def read_json(path: str | os.PathLike) -> dict:
         raise ScratchLMError(f"tokenizer file {path} is corrupt ({e}); retrain it or restore a copy") from None
     except RecursionError:
         raise ScratchLMError(f"tokenizer file {path} is corrupt (JSON nested too deeply)") from None
+    except ValueError as e:  # e.g. a 100,000-digit number: Python refuses to convert it
+        raise ScratchLMError(f"tokenizer file {path} is corrupt ({str(e).split(':')[0]})") from None
     except OSError as e:
         raise ScratchLMError(f"cannot read tokenizer file {path}: {e.strerror or e}") from None
     if not isinstance(d, dict):  # e.g. a file holding `[1, 2]`: valid JSON, but no tokenizer
