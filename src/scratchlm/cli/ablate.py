@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import platform
 import shlex
-import time
 from pathlib import Path
 
 from ..ablate import plan, run_ablation, table, write_results
-from ..config import build_config
 from ..errors import ScratchLMError
-from .common import add_config_args, split_overrides
+from .common import add_config_args, config_from_args, split_overrides
 
 NAME = "ablate"
 HELP = "compare architecture changes, each trained for the same time"
@@ -43,17 +41,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args, rest: list[str]) -> int:
-    overrides = split_overrides(rest)
-    if args.data is not None:
-        overrides.append(f"data.path={args.data}")
-    preset = args.preset or (None if args.config else "default")
-    cfg = build_config(preset, args.config, overrides)
+    cfg, default_out = config_from_args(args, split_overrides(rest), "ablate")
     try:
         lrs = [float(x) for x in args.lrs.split(",")] if args.lrs else None
     except ValueError:
         raise ScratchLMError(f"--lrs {args.lrs}: write learning rates separated by commas, e.g. 3e-4,1e-3") from None
     runs = plan(cfg, args.change, args.budget, lrs)  # checks every change before anything trains
-    out = Path(args.out or f"runs/ablate-{preset or Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(args.out or default_out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise ScratchLMError(f"{out} is not empty; use --overwrite or another --out")
     print(f"{len(runs)} runs × {args.budget:g} s of training each (plus start-up and evaluation), one after another")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import time
+from pathlib import Path
 
+from ..config import build_config
 from ..errors import ScratchLMError
 
 
@@ -44,6 +47,17 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="a preset from configs/ (default: 'default')")
     p.add_argument("--config", help="a TOML config file (instead of a preset)")
     p.add_argument("--data", help="text file, folder or glob (default: the built-in Shakespeare plays)")
+
+
+def config_from_args(args, overrides: list[str], what: str) -> tuple:
+    """(config, default output folder) from --preset/--config/--data and `overrides`;
+    the folder is runs/<what>-<preset>-<time> (runs/<preset>-<time> when `what` is empty)."""
+    if args.data is not None:
+        overrides = [*overrides, f"data.path={args.data}"]
+    preset = args.preset or (None if args.config else "default")
+    cfg = build_config(preset, args.config, overrides)
+    name = "-".join(x for x in (what, preset or Path(args.config).stem, time.strftime("%Y%m%d-%H%M%S")) if x)
+    return cfg, f"runs/{name}"
 
 
 def add_sample_args(p: argparse.ArgumentParser) -> None:

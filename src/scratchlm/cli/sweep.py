@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-from ..config import build_config
 from ..errors import ScratchLMError
 from ..sweep import grid_rates, plot_grid, plot_range, range_test_for_config, run_grid
-from .common import add_config_args, split_overrides
+from .common import add_config_args, config_from_args, split_overrides
 
 NAME = "sweep"
 HELP = "learning-rate range test and grid sweep"
@@ -46,12 +44,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args, rest: list[str]) -> int:
-    overrides = split_overrides(rest)
-    if args.data is not None:
-        overrides.append(f"data.path={args.data}")
-    preset = args.preset or (None if args.config else "default")
-    cfg = build_config(preset, args.config, overrides)
-    out = Path(args.out or f"runs/sweep-{preset or Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    cfg, default_out = config_from_args(args, split_overrides(rest), "sweep")
+    out = Path(args.out or default_out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise ScratchLMError(f"{out} is not empty; use --overwrite or another --out")
     out.mkdir(parents=True, exist_ok=True)

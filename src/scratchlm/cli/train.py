@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from ..config import build_config
@@ -18,6 +17,7 @@ from ..train.prepare import load_run_config
 from ..train.runtime import pick_device
 from ..viz.live import attach as attach_viz
 from .common import add_config_args, split_overrides
+from .common import config_from_args as common_config_from_args
 from .progress import Progress
 
 NAME = "train"
@@ -50,16 +50,14 @@ def config_from_args(args, rest: list[str]):
         overrides.append(f"train.max_steps={args.max_steps}")
     if args.max_time is not None:
         overrides.append(f"train.max_time={args.max_time}")
-    if args.data is not None:
-        overrides.append(f"data.path={args.data}")
     if args.resume:
         if args.preset or args.config:
             raise ScratchLMError("--resume takes the run's own config; drop --preset/--config")
+        if args.data is not None:
+            overrides.append(f"data.path={args.data}")
         return build_config(base=load_run_config(args.resume), overrides=overrides), args.resume
-    preset = args.preset or (None if args.config else "default")
-    cfg = build_config(preset, args.config, overrides)
-    out = args.out or f"runs/{preset or Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return cfg, out
+    cfg, default_out = common_config_from_args(args, overrides, "")
+    return cfg, args.out or default_out
 
 
 def run(args, rest: list[str]) -> int:
