@@ -182,7 +182,8 @@ def load_toml(path: str | Path) -> dict:
 
 def build_config(preset: str | None = None, config_file: str | None = None, overrides: list[str] | dict | None = None,
                  base: dict | None = None) -> RunConfig:
-    """Defaults < base (a saved config) < preset or TOML file < overrides ('section.key=value' strings or a flat dict)."""
+    """Defaults < base (a saved config) < preset or TOML file < overrides
+    ('section.key=value' strings or a flat dict)."""
     layers = [base] if base else []
     if preset:
         path = preset_dir() / f"{preset}.toml"
@@ -253,14 +254,16 @@ def validate(cfg: RunConfig) -> None:
         _require(not isinstance(value, float) or math.isfinite(value), key, "must be a finite number", value)
     validate_model(m)
     _require(d.tokenizer in ("bpe", "wordbpe", "char"), "data.tokenizer", "bpe, wordbpe or char", d.tokenizer)
-    _require(d.vocab_size >= 257 or d.tokenizer == "char", "data.vocab_size", "BPE needs at least 257 (256 bytes + 1)", d.vocab_size)
+    _require(d.vocab_size >= 257 or d.tokenizer == "char", "data.vocab_size", "BPE needs at least 257 (256 bytes + 1)",
+             d.vocab_size)
     _require(0.0 < d.val_fraction < 1.0, "data.val_fraction", "must be in (0, 1)", d.val_fraction)
     _require(0 < t.lr <= 10, "train.lr", "the learning rate must be positive, at most 10", t.lr)
     _require(0.0 <= t.min_lr_ratio <= 1.0, "train.min_lr_ratio", "must be in [0, 1]", t.min_lr_ratio)
     _require(t.batch_size > 0, "train.batch_size", "must be positive", t.batch_size)
     _require(t.micro_batch_size >= 0, "train.micro_batch_size", "must be >= 0", t.micro_batch_size)
     if t.micro_batch_size:
-        _require(t.batch_size % t.micro_batch_size == 0, "train.micro_batch_size", f"must divide train.batch_size={t.batch_size}", t.micro_batch_size)
+        _require(t.batch_size % t.micro_batch_size == 0, "train.micro_batch_size",
+                 f"must divide train.batch_size={t.batch_size}", t.micro_batch_size)
     _require(t.max_steps > 0, "train.max_steps", "must be positive", t.max_steps)
     _require(t.max_time >= 0, "train.max_time", "seconds, >= 0", t.max_time)
     _require(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0", t.warmup_steps)

@@ -169,7 +169,8 @@ class Trainer:
             f"vocab {mc.vocab_size}",
             f"data       {n_train:,} training tokens, {self.val_batches.num_tokens:,} validation tokens",
             f"batch      {tc.batch_size} sequences × {mc.block_size} tokens = {tps:,} tokens per step "
-            f"= {self.micro_batch_size} per micro-batch × {self.accum_steps} accumulation step(s) × {rt.world} rank(s)",
+            f"= {self.micro_batch_size} per micro-batch × {self.accum_steps} accumulation step(s) "
+            f"× {rt.world} rank(s)",
             f"budget     {tc.max_steps:,} steps"
             + (f" or {tc.max_time:g} s, whichever ends first" if tc.max_time else "")
             + f"; {tc.max_steps * tps / max(1, n_train):.1f} epochs if all steps run",

@@ -133,7 +133,8 @@ def prepare(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, say
     data = tokenize_corpus(corpus, tok, h, verify=verify, warn=notes.append)
     n_bytes = corpus.n_bytes
     n_tok = len(data["train"]) + len(data["val"])
-    notes.append(f"corpus     {corpus.name}: {n_bytes / 1e6:.2f} MB → {n_tok:,} tokens, {n_bytes / max(1, n_tok):.2f} "
+    notes.append(f"corpus     {corpus.name}: {n_bytes / 1e6:.2f} MB → {n_tok:,} tokens, "
+                 f"{n_bytes / max(1, n_tok):.2f} "
                  f"bytes/token (tokenized/cached in {time.perf_counter() - t0:.1f} s); validation: "
                  f"{corpus.split.get('kind')}")
     return Prepared(cfg, run_dir, tok, h, data, corpus, notes)
