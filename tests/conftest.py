@@ -33,3 +33,14 @@ def small_corpus(tmp_path):
     path = tmp_path / "small.txt"
     path.write_text(SMALL_TEXT, encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _no_end_of_training_figures(request, monkeypatch):
+    """`scratchlm train` draws ~20 figures when it ends (seconds each on a small CPU). Tests of
+    other things skip that drawing; the viz and report tests, which check the figures, keep it."""
+    if request.module.__name__.split(".")[-1].startswith(("test_viz", "test_report")):
+        return
+    from scratchlm.viz import figures
+
+    monkeypatch.setattr(figures, "render_all", lambda *args, **kwargs: [])
