@@ -192,7 +192,7 @@ def measure_variant(cfg, steps: int) -> dict:
     tokens = steps * cfg.train.batch_size * cfg.model.block_size
     peak = torch.cuda.max_memory_allocated(rt.device) if cuda else rss_peak() - idle
     return {"peak_bytes": peak, "tokens_per_s": tokens / dt, "device": str(rt.device), "dtype": rt.dtype,
-            "accum": trainer.accum, "micro": trainer.micro}
+            "accum": trainer.accum_steps, "micro": trainer.micro_batch_size}
 
 
 def variants(cfg) -> list[tuple[str, object]]:
