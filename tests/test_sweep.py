@@ -106,14 +106,14 @@ def test_sweep_lr_command_writes_results_and_plots(tmp_path, small_corpus, capsy
 
 def test_a_diverging_rate_is_recorded_and_the_grid_goes_on(tmp_path, small_corpus, capsys):
     out = tmp_path / "sweep"
-    # lr 1e6 without clipping: NaN at once; the guard rolls back three times, then gives up (ScratchLMError)
+    # lr 10 (the most validation allows) without clipping: the loss ends far above a uniform guess
     rc = main(["lr", "--preset", "tiny", "--data", str(small_corpus), *SMALL, "--steps", "5", "--grid-steps", "6",
-               "--grid", "1e6,3e-3", "--train.grad_clip", "0", "--train.guard_max_bad", "1", "--out", str(out)])
+               "--grid", "10,3e-3", "--train.grad_clip", "0", "--train.guard_max_bad", "1", "--out", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "| 1e+06 | diverged | diverged |" in text and "best: lr 0.003" in text
+    assert "| 10 | diverged | diverged |" in text and "best: lr 0.003" in text
     huge, ok = json.loads((out / "grid.json").read_text())["rows"]
-    assert huge["diverged"] is True and math.isnan(huge["val_loss"]) and "rollbacks" in huge["error"]
+    assert huge["diverged"] is True  # lr 10 ends far above ln(V): worse than guessing
     assert ok["diverged"] is False and math.isfinite(ok["val_loss"])
     assert (out / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -149,7 +149,8 @@ def run_grid(cfg, rates: list[float], steps: int, out: Path, say=print) -> list[
             val, train, note = s["val_loss"], s["final_train_loss"], ""
         except ScratchLMError as e:  # the guard stopped a diverging run
             val, train, note = math.nan, math.nan, str(e)
-        diverged = not (math.isfinite(val) and math.isfinite(train))
+        # diverged: non-finite, or ended worse than a uniform guess over the vocabulary (ln V nats)
+        diverged = not (math.isfinite(val) and math.isfinite(train)) or val > math.log(c.model.vocab_size)
         row = {
             "lr": lr,
             "val_loss": val if math.isfinite(val) else math.nan,
