@@ -49,10 +49,14 @@ BEST = dict(SAME_SHAPE, **{"model.n_layer": 1, "train.lr": 6e-3, "train.schedule
                            "train.min_lr_ratio": 0.0})
 
 
-def run_ours(data: Path, budget: float, target: float, overrides: list[str], settings: dict) -> dict:
+def run_ours(data: Path, budget: float, target: float, overrides: list[str], settings: dict,
+             keep: Path | None = None) -> dict:
+    """Train our model; `keep`: a folder to keep the run in (with its attention snapshots when the
+    config asks for them), instead of a temporary one."""
     from scratchlm.config import build_config
     from scratchlm.train import run_training
     from scratchlm.train.events import Events
+    from scratchlm.viz.live import attach
 
     flat = dict(settings, **{"data.path": str(data), "train.max_time": budget, "train.max_steps": 1_000_000})
     for o in overrides:
@@ -63,12 +67,14 @@ def run_ours(data: Path, budget: float, target: float, overrides: list[str], set
     events = Events()
     events.on("step_end", lambda i: times.__setitem__("t", i["time"]))
     events.on("eval", lambda i: evals.append((times.get("t", 0.0), i["step"], i["val_loss"], i["val_bpb"])))
+    attach(events, cfg.viz)  # attention snapshots, if the config records them (as `scratchlm train` does)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("SCRATCHLM_CACHE", str(Path(tmp) / "cache"))
+        run = keep if keep is not None else Path(tmp) / "run"
         t0 = time.perf_counter()
-        summary = run_training(cfg, Path(tmp) / "run", events=events)
+        summary = run_training(cfg, run, events=events, overwrite=keep is not None)
         wall = time.perf_counter() - t0
-        steps = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+        steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     tok_s = [r["tokens_per_s"] for r in steps if "tokens_per_s" in r][10:]
     reached = next((e for e in evals if e[2] <= target), None)
     return {"summary": summary, "evals": evals, "reached": reached, "wall": wall,

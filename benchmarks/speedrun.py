@@ -81,6 +81,8 @@ def main() -> int:
     ap.add_argument("--preset", default="speedrun", help="the recipe (default: the speedrun preset)")
     ap.add_argument("--max-steps", type=int, default=0,
                     help="train this many steps instead of a time budget (for A/B pairs at equal tokens)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="keep the run folder here (checkpoints, metrics, attention snapshots); default: discarded")
     ap.add_argument("--step-cost", action="store_true",
                     help="only measure CPU-seconds per training step of the recipe (1 thread), Muon against AdamW")
     args, rest = ap.parse_known_args()
@@ -120,7 +122,7 @@ def main() -> int:
                                           and not k.startswith(("train.guard", "train.keep", "train.log", "model.vocab"))))
     print(f"budget  : {'%d steps' % args.max_steps if args.max_steps else '%.0f s of training' % budget}, then the "
           "whole validation split", flush=True)
-    ours = run_ours(args.data, budget, args.target, overrides, settings)
+    ours = run_ours(args.data, budget, args.target, overrides, settings, keep=args.out)
     s, wall = ours["summary"], time.perf_counter() - t_start
     cpu = time.process_time() - cpu_start
     print(f"trained : {s['step']} steps, {s['train_time']:.1f} s of training, median {ours['tokens_per_s']:,.0f} tokens/s;"

@@ -8,6 +8,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
 VENV="${SCRATCHLM_VENV:-$ROOT/.venv}"
+# a venv whose creation was interrupted (no pip in it) is made again
+if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+  echo "[setup] $VENV is incomplete (no pip): creating it again"
+  rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   if "$PY" -c "import torch" 2>/dev/null; then
     echo "[setup] keeping the torch of $PY ($("$PY" -c 'import torch; print(torch.__version__)'))"

@@ -3,4 +3,6 @@
 set -euo pipefail
 EXTRAS=test source "$(dirname "$0")/env.sh"
 cd "$ROOT"
-exec python -m pytest "$@"
+# One worker per CPU core (pytest-xdist); each worker's torch gets its share of the cores (tests/conftest.py).
+# PYTEST_WORKERS=0 runs everything in this process.
+exec python -m pytest -n "${PYTEST_WORKERS:-auto}" "$@"

@@ -32,7 +32,8 @@ from scratchlm.train.runtime import Runtime
 def overrides(corpus):
     return [f"data.path={corpus}", "data.tokenizer=char", "model.n_layer=2", "model.n_embd=64", "model.block_size=32",
             "train.batch_size=8", "train.micro_batch_size=2", "train.max_steps=4", "train.warmup_steps=2",
-            "train.eval_interval=4", "train.eval_tokens=2048", "train.dtype=fp32", "train.device=cpu"]
+            "train.eval_interval=4", "train.eval_tokens=2048", "train.dtype=fp32", "train.device=cpu",
+            "viz.figures=false"]
 
 
 def losses(run_dir: Path) -> tuple[list[float], list[float]]:

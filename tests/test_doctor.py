@@ -105,6 +105,7 @@ def test_fixed_repetitive_sample_fires_repetition_only(tmp_path, texts, monkeypa
     assert "n_embd = 48" in f["cause"] and "--model.n_embd 384" in f["fix"]  # related to the model width
 
 
+@pytest.mark.slow  # a real run until greedy samples loop (the detector on a fixed sample is the test below)
 def test_narrow_model_with_greedy_sampling_repeats(tmp_path, texts):
     # two evaluations (steps 20, 40); stopped before the 16-wide model's plateau at the unigram level
     # (from step ~35) could count as "not decreasing" (three windows of 10 steps after warm-up)
@@ -140,6 +141,19 @@ def test_throughput_cap_fires_too_slow_only(tmp_path, texts, monkeypatch):
     assert "torch.compile" in f["fix"]
 
 
+def test_val_loss_rising_while_train_loss_falls_fires_overfitting_only():
+    """The detector on records (the real run that memorises 3 KB of text is the slow test below)."""
+    d = Doctor(RunInfo(vocab_size=65, max_steps=400, warmup_steps=5))
+    val = [3.0, 2.4, 2.2, 2.3, 2.45, 2.6, 2.8]
+    for i, v in enumerate(val):
+        for s in range(i * 25 + 1, (i + 1) * 25 + 1):
+            d.step(rec(s, math.log(65) - 0.006 * s))  # training loss falls all along, from ln(vocab)
+        d.eval({"step": (i + 1) * 25, "val_loss": v, "val_bpb": v / math.log(2)})
+    assert [f.key for f in d.findings] == ["overfitting"]
+    assert d.findings[0].step > 75  # after the best evaluation, once the rise persists
+
+
+@pytest.mark.slow  # 400 steps with an evaluation and a sample every 25: about 30 s alone, 100 s beside other tests
 def test_tiny_training_set_fires_overfitting_only(tmp_path, texts):
     run, _ = train(tmp_path, texts / "tiny.txt", 400, **{"model.n_embd": 96, "data.val_fraction": 0.3, "train.eval_interval": 25,
                                                          "train.eval_tokens": 512})

@@ -56,7 +56,8 @@ def toy_questions(path: Path) -> Path:
 
 
 FAST = ["train.lr=3e-3", "train.warmup_steps=5", "train.batch_size=15", "train.eval_interval=1000",
-        "train.guard=false", "train.dtype=fp32", "train.device=cpu", "train.threads=1"]
+        "train.guard=false", "train.dtype=fp32", "train.device=cpu", "train.threads=1",
+        "train.optimizer=adamw", "train.schedule=cosine", "train.min_lr_ratio=0.1"]  # from random weights, AdamW
 
 
 def test_grown_model_keeps_old_rows_and_predictions(tmp_path):
@@ -154,6 +155,7 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
+@pytest.mark.slow  # bf16 is emulated on a CPU without AVX512-BF16/AMX: two minutes for three steps there
 def test_bf16_autocast_and_the_guard(tmp_path):
     """The loop's bf16 autocast and guard apply to fine-tuning as they are: finite losses, step 0 saved."""
     base = make_base_run(tmp_path / "base")

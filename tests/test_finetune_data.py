@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -120,6 +119,23 @@ def test_batches_walk_epochs_deterministically(tok):
     assert [i for m in range(2) for i in again.indices(3, m, 2)] == seen[12:16]
     # one micro-batch of 4 draws what two of 2 draw (accumulation or ranks change nothing)
     assert again.indices(3, 0, 4) == seen[12:16]
+
+
+def test_batches_group_conversations_of_similar_length(tok):
+    """A batch holds conversations of similar length (less padding), and an epoch still sees each once."""
+    import numpy as np
+
+    sizes = np.random.default_rng(0).integers(1, 60, 512)
+    convs = [[{"role": "user", "content": "x " * int(n)}, {"role": "assistant", "content": "a"}] for n in sizes]
+    ex = make_examples(tok, convs, block_size=512)
+    b = ChatBatches(ex, batch_size=8, pad_id=0, device="cpu", seed=1)
+    steps = len(ex) // 8
+    rows = [b.indices(s, 0, 8) for s in range(steps)]
+    assert sorted(i for r in rows for i in r) == list(range(len(ex)))
+    padded = sum(b.lengths[r].max() for r in rows)
+    plain = np.random.default_rng(1).permutation(len(ex))
+    plain_padded = sum(b.lengths[plain[s * 8:(s + 1) * 8]].max() for s in range(steps))
+    assert padded < 0.8 * plain_padded, (padded, plain_padded)
 
 
 def _write(tmp_path, lines):

@@ -69,7 +69,8 @@ def test_guide_blocks_stacked_give_our_models_logits():
     model = guide_model(1)
     ids = torch.randint(0, 50, (2, 16))
     tr = model.transformer
-    x = tr.wte(ids) + tr.wpe(torch.arange(16))
+    assert model.embed_scale == 32 ** 0.5  # the original Transformer scales token embeddings by √d_model
+    x = tr.wte(ids) * 32 ** 0.5 + tr.wpe(torch.arange(16))
     for block in tr.h:
         x = guide.from_scratchlm(block).eval()(x, mask=guide.causal_mask(16))
     torch.testing.assert_close(model.lm_head(x), model(ids)[0], atol=1e-5, rtol=1e-5)  # post-norm: no final norm

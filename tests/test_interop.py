@@ -40,6 +40,8 @@ ARCHS = {
     "gpt2-nobias-ffdim": ({"bias": False, "ff_dim": 96}, "GPT2LMHeadModel"),
     "llama-gqa-untied": (LLAMA_LIKE, "LlamaForCausalLM"),
     "llama-bias-tied": ({**LLAMA_LIKE, "n_kv_head": 4, "bias": True, "tie_embeddings": True}, "LlamaForCausalLM"),
+    # the main job's block: a Llama whose MLP has hidden_act relu and gate_proj = up_proj
+    "relu2-as-llama": ({"position": "rope", "norm": "rmsnorm", "mlp": "relu2", "bias": False}, "LlamaForCausalLM"),
 }
 
 
@@ -313,8 +315,9 @@ def test_export_refuses_a_char_tokenizer(tmp_path, tok):
         export_gguf(tmp_path / "run", tmp_path / "m.gguf")
 
 
-def test_export_then_import_round_trip_llama(tmp_path, tok):
-    run_a = load_run(make_run(tmp_path / "a", tok, **LLAMA_LIKE))
+@pytest.mark.parametrize("options", [LLAMA_LIKE, ARCHS["relu2-as-llama"][0]], ids=["swiglu", "relu2"])
+def test_export_then_import_round_trip_llama(tmp_path, tok, options):
+    run_a = load_run(make_run(tmp_path / "a", tok, **options))
     export_hf(tmp_path / "a", tmp_path / "hf")
     run_b = load_run(import_hf(tmp_path / "hf", tmp_path / "b"))
     assert run_b.config.model == run_a.config.model
@@ -569,3 +572,18 @@ def test_gguf_file_alone_reproduces_our_logits(tmp_path, tok, name):
     with torch.no_grad():
         ours = run.model(torch.tensor([ids]))[0][0]
     torch.testing.assert_close(llama_cpp_forward(fields, tensors, ids), ours, atol=1e-4, rtol=0)
+
+
+def test_relu2_is_refused_by_gguf_and_a_relu_gated_llama_by_import(tmp_path, tok):
+    make_run(tmp_path / "run", tok, **ARCHS["relu2-as-llama"][0])
+    with pytest.raises(ScratchLMError, match="relu2.*llama.cpp"):
+        export_gguf(tmp_path / "run", tmp_path / "m.gguf")
+    out = export_hf(tmp_path / "run", tmp_path / "hf")
+    assert json.loads((out / "config.json").read_text())["hidden_act"] == "relu"
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(out / "model.safetensors")
+    sd["model.layers.1.mlp.up_proj.weight"] = sd["model.layers.1.mlp.up_proj.weight"] * 2  # now gate ≠ up
+    save_file(sd, out / "model.safetensors")
+    with pytest.raises(ScratchLMError, match="layer 1 has hidden_act relu with gate_proj ≠ up_proj"):
+        import_hf(out, tmp_path / "b")

@@ -24,7 +24,8 @@ from scratchlm.train.events import Events
 SMALL = {"data.tokenizer": "char", "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 32,
          "model.dropout": 0.1,  # dropout draws from the torch RNG: resuming must restore it exactly
          "train.batch_size": 8, "train.warmup_steps": 2, "train.eval_tokens": 512, "train.dtype": "fp32",
-         "train.device": "cpu", "train.compile": False, "train.threads": 1, "sample.num_samples": 0}
+         "train.device": "cpu", "train.compile": False, "train.threads": 1, "sample.num_samples": 0,
+         "viz.figures": "false"}  # the ~20 end-of-training figures: seconds in a subprocess, not what is tested
 
 # Runs the CLI; the write of checkpoint PAUSE_AT stops after its first file until killed.
 DRIVER = """

@@ -29,7 +29,7 @@ from test_guard import poison, records, small_cfg  # noqa: F401  (poison is a fi
 
 SMALL = ["--data.tokenizer", "char", "--model.n_layer", "1", "--model.n_head", "2", "--model.n_embd", "32",
          "--model.block_size", "32", "--train.batch_size", "4", "--train.eval_tokens", "256", "--train.warmup_steps", "1",
-         "--train.dtype", "fp32", "--train.device", "cpu", "--sample.num_samples", "0"]
+         "--train.dtype", "fp32", "--train.device", "cpu", "--sample.num_samples", "0", "--viz.figures", "false"]
 
 
 def train(data, out, *extra):

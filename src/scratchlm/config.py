@@ -95,6 +95,7 @@ class VizConfig:
 
     snapshots: bool = True  # record attention maps and per-head metrics into RUN/attention/
     every: int = 1  # record at every N-th evaluation (and once before the first step)
+    every_steps: int = 0  # also record every N training steps between evaluations (0: at evaluations only)
     prompt: str = ""  # the probe text; "" = the first prompt_tokens tokens of the validation text
     prompt_tokens: int = 24  # the probe's length: a longer prompt is cut to this (and to the context)
     induction_tokens: int = 24  # a random sequence of this many tokens, repeated once, for the induction score

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 
 from ..errors import ScratchLMError
-from ..finetune.evaluate import evaluate_run, read_questions, spread, table
-from ..finetune.questions import write_questions
+from ..finetune.evaluate import builtin_questions, evaluate_run, read_questions, save_result, spread, table
 from ..inference import load_run
 from .common import no_extra_args
 
@@ -37,8 +35,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args, rest: list[str]) -> int:
     no_extra_args(rest)
     if args.task:
-        with tempfile.TemporaryDirectory() as tmp:  # generated the same way `scratchlm data questions` writes it
-            rows = read_questions(write_questions(tmp)["eval"])
+        rows = builtin_questions()
     else:
         rows = read_questions(args.data)
     if args.limit < 0:
@@ -64,6 +61,8 @@ def run(args, rest: list[str]) -> int:
     if result["model"].too_long:
         print(f"{result['model'].too_long} question(s) left no room for an answer in the context (counted wrong)")
     print(f"({time.perf_counter() - t0:.0f} s)")
+    if args.task and not args.limit:  # the whole built-in task: kept for the guide (scratchlm report)
+        print(f"scores saved: {save_result(result, len(rows), result['run_dir'])}")
     hit = result["model"].first_hit
     if args.figure and hit:
         from ..finetune.copying import copy_figure  # matplotlib: loaded only when a figure is asked for

@@ -31,6 +31,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                                      "(default: RUN/tokenizer-compare if present)")
     p.add_argument("--ablation", metavar="DIR",
                    help="a `scratchlm ablate` output folder (default: RUN/ablation if present)")
+    p.add_argument("--finetuned", metavar="RUN", help="the fine-tuned run for the chapter on answering questions "
+                                                       "(default: found beside RUN, fine-tuned from it)")
     p.add_argument("--evaluate", action="store_true", help="a fine-tuned run without scores yet: score it on the "
                                                           "held-out questions first (minutes on a CPU; saved in RUN)")
     p.add_argument("--quiet", action="store_true", help="print only the output path")
@@ -44,7 +46,7 @@ def run(args, rest: list[str]) -> int:
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     result = build_report(args.run_dir, args.out, args.format, samples=not args.no_samples, memory=args.memory,
                           compare_dir=args.compare, ablation_dir=args.ablation, evaluate=args.evaluate,
-                          say=say)
+                          finetuned_dir=args.finetuned, say=say)
     if not args.quiet:
         pages = f", {result['pages']} pages" if result.get("pages") else ""
         print(f"guide written: {result['path']} ({len(result['chapters'])} chapters, {result['figures']} figures"

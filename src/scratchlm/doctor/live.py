@@ -19,7 +19,6 @@ with a warning; it never stops a training run.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
@@ -29,15 +28,9 @@ import torch
 
 from ..config import to_dict
 from ..inference.generate import generate_tokens
-from ..train.events import Events
+from ..train.events import Events, Watcher
 from .detectors import Doctor, Finding, RunInfo, Thresholds, repetition_stats
 from .records import read_records, replay
-
-
-def _say(text: str) -> None:
-    from tqdm import tqdm  # only when the doctor has something to say: above the progress bar
-
-    tqdm.write(text)  # prints above the progress bar instead of through it
 
 
 @torch.no_grad()
@@ -53,7 +46,11 @@ def sample_ids(model, prompt_ids: list[int], n: int, temperature: float, top_p: 
     return out
 
 
-class LiveDoctor:
+class LiveDoctor(Watcher):
+    """The detectors fed from the loop's events, plus the two probes the loop does not log."""
+
+    label, off_means = "doctor", "live diagnostics are off for this run"
+
     def __init__(
         self, quiet: bool = False, thresholds: Thresholds | None = None, probe_every: int = 10, sample_tokens: int = 200
     ):
@@ -63,28 +60,8 @@ class LiveDoctor:
         self.enabled = True
         self._snapshot = None  # (step, [weight copies]) for the update ratio
 
-    def attach(self, events: Events) -> Events:
-        for name, fn in (
-            ("train_start", self._start),
-            ("step_end", self._step),
-            ("eval", self._eval),
-            ("train_end", self._end),
-        ):
-            events.on(name, self._guarded(fn))
-        return events
-
-    def _guarded(self, fn):
-        @functools.wraps(fn)
-        def run(info):
-            if not self.enabled:
-                return
-            try:
-                fn(info)
-            except Exception as e:  # a diagnostic tool must never end a training run
-                self.enabled = False
-                _say(f"doctor: internal error ({type(e).__name__}: {e}); live diagnostics are off for this run")
-
-        return run
+    def handlers(self):
+        return {"train_start": self._start, "step_end": self._step, "eval": self._eval, "train_end": self._end}
 
     # ---- files ----------------------------------------------------------------
     def _append(self, name: str, rec: dict) -> None:
@@ -98,7 +75,7 @@ class LiveDoctor:
     def _finding(self, f: Finding) -> None:
         self._append("diagnostics.jsonl", f.to_json())
         if not self.quiet:
-            _say(
+            self.say(
                 f.message()
                 + f"\n  (saved in {self.run_dir / 'diagnostics.jsonl'}; `scratchlm doctor {self.run_dir}` shows "
                 "the full table)"
@@ -197,7 +174,7 @@ class LiveDoctor:
         if self.quiet:
             return
         n = len([f for f in self.doctor.findings if f.step > 0])
-        _say(
+        self.say(
             f"doctor: {n} problem(s) found; see {self.run_dir / 'diagnostics.jsonl'}"
             if n
             else "doctor: no problems seen (scratchlm doctor RUN_DIR shows what was checked)"

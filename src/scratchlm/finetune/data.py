@@ -24,8 +24,8 @@ gradient. The `<|end|>` closing an assistant turn is trained, so the model learn
 right, so a row's real tokens never see its padding, and rows never see each other: there
 is no attention across examples. (Packing several conversations into one row would waste
 no compute on padding, but then a conversation could attend to the one before it unless the
-model took a block-diagonal mask, which it does not; for short examples padding to the
-longest in the micro-batch wastes little.)
+model took a block-diagonal mask, which it does not.) Batches group conversations of similar
+length (`ChatBatches`), so padding to the longest row wastes little.
 """
 
 from __future__ import annotations
@@ -291,7 +291,14 @@ class ChatBatches:
     Training walks the examples in epochs, each a fresh shuffle seeded by (seed, epoch): every
     example is seen once per epoch. Sequence k of the run is example perm(k // N)[k % N], and the
     k of a row follows from (step, micro-batch, row) alone, so resuming at a step draws exactly
-    what the uninterrupted run would have, on any number of ranks."""
+    what the uninterrupted run would have, on any number of ranks.
+
+    The shuffle groups by length (as `group_by_length` does in other trainers): the shuffled
+    examples are cut into windows of GROUP batches, each window is sorted by length and cut into
+    batches, and the batches are shuffled. A batch then holds conversations of similar length and
+    pads little; a step costs what its longest row costs, so more steps fit in the same time."""
+
+    GROUP = 32  # batches per window sorted by length: large enough to match lengths, small enough to mix
 
     def __init__(self, examples: Examples, batch_size: int, pad_id: int, device, seed: int, split: str = "training"):
         if len(examples) == 0:
@@ -299,6 +306,7 @@ class ChatBatches:
                                  + (f" ({examples.dropped} were too long)" if examples.dropped else ""))
         self.examples, self.batch_size, self.pad_id = examples, batch_size, pad_id
         self.device, self.seed = torch.device(device), seed
+        self.lengths = np.array([len(x) for x in examples.inputs])
         self._perms: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -312,7 +320,13 @@ class ChatBatches:
         if epoch not in self._perms:
             if len(self._perms) > 4:
                 self._perms.clear()
-            self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
+            rng = np.random.default_rng([self.seed, epoch])
+            perm, B = rng.permutation(len(self.examples)), self.batch_size
+            W = B * self.GROUP
+            windows = [perm[i: i + W] for i in range(0, len(perm), W)]
+            batches = [w[j: j + B] for w in (w[np.argsort(self.lengths[w], kind="stable")] for w in windows)
+                       for j in range(0, len(w), B)]
+            self._perms[epoch] = np.concatenate([batches[i] for i in rng.permutation(len(batches))])
         return self._perms[epoch]
 
     def indices(self, step: int, micro: int, micro_batch_size: int) -> list[int]:

@@ -14,8 +14,9 @@ A question whose prompt does not leave room for its answer in the context counts
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ import torch
 from ..errors import ScratchLMError
 from ..inference import Run, generate_tokens, load_run
 from .data import END, chat_ids, parse_record, prompt_ids, with_chat_tokens
-from .questions import KINDS
+from .questions import KINDS, write_questions
 from .sft import INFO_FILE, grow_vocabulary
 
 
@@ -74,6 +75,12 @@ def answer(model, tok, messages: list[dict], max_new_tokens: int = 48) -> str | 
             break
         out.append(t)
     return tok.decode(out)
+
+
+def builtin_questions() -> list[dict]:
+    """The built-in task's held-out questions, generated as `scratchlm data questions` writes them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return read_questions(write_questions(tmp)["eval"])
 
 
 def read_questions(path: str | Path) -> list[dict]:
@@ -154,7 +161,7 @@ def evaluate_run(path: str | Path, rows: list[dict], baseline_model: bool = True
     """Scores of the run, the majority baseline and (if found and asked for) the base model."""
     run = load_run(path, device=device)
     model, tok, grown = chat_ready(run)
-    result = {"run": str(run.checkpoint), "grown": grown, "examples": []}
+    result = {"run": str(run.checkpoint), "run_dir": str(run.run_dir), "grown": grown, "examples": []}
     result["model"] = score_model(model, tok, rows, progress, result["examples"])
     result["majority"], result["majority_answers"] = majority_baseline(rows)
     base = base_run_of(run) if baseline_model else None
@@ -177,3 +184,17 @@ def table(result: dict) -> list[str]:
         n = result["model"].total[kind] if kind else sum(result["model"].total.values())
         lines.append(f"{kind or 'all':<16}{n:>6}" + "".join(f"{s.accuracy(kind):>17.1%} " for _, s in cols))
     return lines
+
+
+RESULT_FILE = "eval_questions.json"  # the built-in task's scores, kept in the run folder for the guide
+
+
+def save_result(result: dict, n_questions: int, run_dir: str | Path) -> Path:
+    """Write an evaluate_run result as RUN/eval_questions.json: the scores per kind of each column
+    ("model", "base", "majority"), a few (question, expected, answer) examples and the count."""
+    data = {key: asdict(result[key]) for key in ("model", "base", "majority") if key in result}
+    data["examples"] = [list(e) for e in result.get("examples", [])]
+    data["questions"] = n_questions
+    path = Path(run_dir) / RESULT_FILE
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    return path

@@ -9,9 +9,10 @@
        budgets, checkpoints and exact resume, the guard, bf16, accumulation, DDP, events and
        the doctor are the pretraining loop's own, not a second loop's
 
-How fine-tuning differs from pretraining is in the defaults (`FINETUNE_DEFAULTS`): a smaller
-learning rate with a short warm-up (the weights are already good; large steps would wash out
-what pretraining learned — "catastrophic forgetting"), evaluations every 100 steps. The run
+How fine-tuning differs from pretraining is in the defaults (`FINETUNE_DEFAULTS`): a short
+warm-up (the weights are already good), the learning rate held and then cooled down to zero as
+the budget runs out, evaluations every 100 steps. Too many large steps wash out what pretraining
+learned ("catastrophic forgetting"); the held-out questions and `scratchlm sample` show both. The run
 folder is an ordinary run folder (so `sample`, `doctor`, `eval` and `chat` read it) plus
 chat_template.json (the template and the grown rows) and finetune.json (base run, data, counts).
 """
@@ -32,19 +33,21 @@ from ..model import GPT
 from ..tokenizer import load_tokenizer, save_tokenizer, tokenizer_hash
 from ..train import checkpoint as ckpt
 from ..train.events import Events
+from ..train.job import Job, announce, resume_latest
 from ..train.loop import Trainer
-from ..train.run_folder import RunFolder
-from ..train.runtime import rank0_first, set_threads, setup_runtime, teardown
+from ..train.runtime import set_threads
 from .data import (END, TEMPLATE_FILE, ChatBatches, Examples, chat_ids, make_examples, read_jsonl,
                    template_description, with_chat_tokens)
 
 INFO_FILE = "finetune.json"
 # Fine-tuning's own defaults, applied over the base run's config and under the user's overrides.
 FINETUNE_DEFAULTS = {
-    "train.lr": 1e-3,
-    "train.min_lr_ratio": 0.1,
+    "train.optimizer": "muon",  # 9.6% against 0.0% for AdamW (lr 1e-3, cosine) on "who speaks first" after
+    "train.lr": 3e-3,  # the same 300 s from the main job's model (docs/finetuning.md)
+    "train.min_lr_ratio": 0.0,
     "train.warmup_steps": 20,
-    "train.schedule": "cosine",
+    "train.schedule": "wsd",
+    "train.cooldown_frac": 0.4,
     "train.max_steps": 1000,
     "train.max_time": 0.0,
     "train.eval_interval": 100,
@@ -178,10 +181,6 @@ def describe_data(plan: Plan) -> list[str]:
     return lines
 
 
-def _silent(line: str) -> None:
-    pass
-
-
 def run_finetune(init_from: str | Path | None, data: str | Path | None, out: str | Path, *,
                  overrides: list[str] | None = None, val_data: str | Path | None = None, val_fraction: float = 0.05,
                  resume: bool = False, overwrite: bool = False, events: Events | None = None, say=None) -> dict:
@@ -189,44 +188,22 @@ def run_finetune(init_from: str | Path | None, data: str | Path | None, out: str
     if not resume and (init_from is None or data is None):
         raise ScratchLMError("a new fine-tuning run needs --init-from RUN_OR_CHECKPOINT and --data FILE.jsonl")
     cfg = finetune_config(init_from, overrides, out if resume else None)
-    rt = setup_runtime(cfg.train)
-    say = say if (say and rt.master) else _silent
-    folder = RunFolder(out)
-    started = False
-    try:
+    with Job(cfg.train, out, say) as job:
         set_threads(cfg.train.threads)
-
-        def start():  # rank 0 first: it claims the folder; the other ranks only read
-            warnings = folder.claim(resume, overwrite) if rt.master else []
-            return prepare_finetune(cfg, out, data, init_from, val_data, val_fraction, resume, rt.master), warnings
-
-        plan, warnings = rank0_first(start, rt)
+        plan, warnings = job.claim_first(
+            lambda: prepare_finetune(cfg, out, data, init_from, val_data, val_fraction, resume, job.rt.master),
+            resume, overwrite)
         pad = chat_ids(plan.tok)[END]
+        rt = job.rt
         batches = {"train": ChatBatches(plan.train, cfg.train.batch_size, pad, rt.device, cfg.train.seed),
                    "val": ChatBatches(plan.val, cfg.train.batch_size, pad, rt.device, cfg.train.seed, "validation")}
         model = plan.model if plan.model is not None else GPT(cfg.model)
         trainer = Trainer(cfg, plan.run_dir, plan.tok, plan.tok_hash, batches, rt, events=events, model=model)
-        if resume:
-            latest = ckpt.latest_good_checkpoint(plan.run_dir / "checkpoints", warn=warnings.append)
-            if latest is None:
-                raise ScratchLMError(f"{plan.run_dir} has no complete checkpoint to resume from")
-            trainer.load(latest)
+        latest = resume_latest(trainer, plan.run_dir, warnings) if resume else None
         if rt.master:
             write_run_files(plan, resume)
-        started = True
-        for message in warnings if rt.master else []:
-            trainer.warn(message)
-        if resume:
-            trainer.log({"event": "resume", "step": trainer.step, "checkpoint": latest.name})
-            say(f"resuming from {latest} (step {trainer.step})")
+        announce(trainer, job, warnings, latest)
         lines = trainer.describe()  # the trainer's start-up lines, with the data described as conversations
         for line in lines[:1] + describe_data(plan) + [x for x in lines[2:] if not x.startswith("loss")]:
-            say(line)
+            job.say(line)
         return {**trainer.fit(), "run_dir": str(plan.run_dir)}
-    except BaseException:
-        if rt.master and not started:
-            folder.abandon()  # a refused start leaves nothing behind that would block the same --out
-        raise
-    finally:
-        folder.release()
-        teardown(rt)

@@ -87,6 +87,9 @@ def export_gguf(run_path: str | Path, out: str | Path, *, dtype: str = "fp32", o
     run = load_run(run_path)
     mc, tok = run.config.model, run.tokenizer
     arch = hf_architecture(mc)
+    if mc.mlp == "relu2":  # llama.cpp's llama graph always gates with SiLU; it has no ReLU² MLP
+        raise ScratchLMError("model.mlp='relu2' has no llama.cpp (GGUF) equivalent; export it to Hugging Face "
+                             "instead (--format hf: a Llama with hidden_act relu and gate = up)")
     if not isinstance(tok, BPETokenizer):
         kind = getattr(tok, "type", "?")
         raise ScratchLMError(f"the run's tokenizer is {kind!r}; GGUF export needs the byte-level BPE")

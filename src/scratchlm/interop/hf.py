@@ -63,9 +63,11 @@ NORM_EPS = 1e-5  # our LayerNorm and RMSNorm epsilon (model/norm.py)
 REQUIRED = {
     "gpt2": {"norm": "layernorm", "mlp": "gelu", "position": "learned", "qk_norm": False, "tie_embeddings": True,
              "logit_softcap": 0.0, "norm_position": "pre"},
-    "llama": {"norm": "rmsnorm", "mlp": "swiglu", "position": "rope", "qk_norm": False, "logit_softcap": 0.0,
-              "norm_position": "pre"},
+    "llama": {"norm": "rmsnorm", "mlp": ("swiglu", "relu2"), "position": "rope", "qk_norm": False,
+              "logit_softcap": 0.0, "norm_position": "pre"},
 }
+# ReLU² exports exactly as a Llama MLP: with gate_proj = up_proj = W and hidden_act "relu",
+# relu(Wx) · Wx = relu(Wx)² (both are Wx² where Wx > 0, and 0 elsewhere).
 CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
 
 # ours -> Hugging Face, per block `{i}`; "T" = transposed (Conv1D), "rows a:b" = a slice of our rows.
@@ -109,10 +111,11 @@ def hf_architecture(mc) -> str:
     arch = "llama" if mc.position == "rope" else "gpt2"
     for name, want in REQUIRED[arch].items():
         have = getattr(mc, name)
-        if have != want:
+        if have not in (want if isinstance(want, tuple) else (want,)):
             pos = "RoPE" if arch == "llama" else "learned positions"
+            need = " or ".join(f"model.{name}={w!r}" for w in (want if isinstance(want, tuple) else (want,)))
             raise ScratchLMError(f"model.{name}={have!r} has no {CLASSES[arch]} equivalent (with {pos} the export "
-                                 f"needs model.{name}={want!r}); this model cannot be exported to Hugging Face")
+                                 f"needs {need}); this model cannot be exported to Hugging Face")
     if arch == "gpt2" and mc.n_kv_head not in (0, mc.n_head):
         raise ScratchLMError(f"model.n_kv_head={mc.n_kv_head} (grouped-query attention) has no "
                              "GPT2LMHeadModel equivalent; only RoPE + RMSNorm + SwiGLU models export with it (Llama)")
@@ -153,6 +156,8 @@ def to_hf_state_dict(model: GPT, arch: str) -> dict[str, torch.Tensor]:
                 out[q + f"self_attn.v_proj.{kind}"] = qkv[C + K:]
                 out[q + f"self_attn.o_proj.{kind}"] = sd.pop(p + f"attn.c_proj.{kind}")
                 gate_up = sd.pop(p + f"mlp.c_fc.{kind}")
+                if mc.mlp == "relu2":  # one matrix, as both gate and up (see REQUIRED)
+                    gate_up = torch.cat([gate_up, gate_up])
                 out[q + f"mlp.gate_proj.{kind}"], out[q + f"mlp.up_proj.{kind}"] = gate_up[:F], gate_up[F:]
                 out[q + f"mlp.down_proj.{kind}"] = sd.pop(p + f"mlp.c_proj.{kind}")
         if sd:  # a tensor this table does not know: better refuse than drop it silently
@@ -203,7 +208,11 @@ def from_hf_llama(hf_sd: dict[str, torch.Tensor], mc, where: str) -> dict[str, t
             parts = [take(q + f"self_attn.{n}_proj.{kind}") for n in "qkv"]
             out[p + f"attn.c_attn.{kind}"] = torch.cat(parts)
             out[p + f"attn.c_proj.{kind}"] = take(q + f"self_attn.o_proj.{kind}")
-            out[p + f"mlp.c_fc.{kind}"] = torch.cat([take(q + f"mlp.{n}_proj.{kind}") for n in ("gate", "up")])
+            gate, up = (take(q + f"mlp.{n}_proj.{kind}") for n in ("gate", "up"))
+            if mc.mlp == "relu2" and not (gate.shape == up.shape and torch.equal(gate, up)):
+                raise ScratchLMError(f"{where}: layer {i} has hidden_act relu with gate_proj ≠ up_proj (a ReLU-gated "
+                                     "MLP), which scratchlm has no block for; ReLU² exports have gate = up")
+            out[p + f"mlp.c_fc.{kind}"] = gate if mc.mlp == "relu2" else torch.cat([gate, up])
             out[p + f"mlp.c_proj.{kind}"] = take(q + f"mlp.down_proj.{kind}")
     sd = {k: v for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")}  # a buffer some versions save
     if missing:
@@ -231,7 +240,8 @@ def hf_config(mc, arch: str, tok: BPETokenizer, dtype: str = "float32") -> dict:
     return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **common,
             "hidden_size": mc.n_embd, "intermediate_size": mc.ff_width(), "num_hidden_layers": mc.n_layer,
             "num_attention_heads": mc.n_head, "num_key_value_heads": mc.kv_heads(),
-            "head_dim": mc.n_embd // mc.n_head, "max_position_embeddings": mc.block_size, "hidden_act": "silu",
+            "head_dim": mc.n_embd // mc.n_head, "max_position_embeddings": mc.block_size,
+            "hidden_act": "relu" if mc.mlp == "relu2" else "silu",
             "rms_norm_eps": NORM_EPS, "rope_theta": theta,  # older transformers read this, newer the next
             "rope_parameters": {"rope_type": "default", "rope_theta": theta},
             "rope_scaling": None, "attention_bias": bool(mc.bias), "mlp_bias": bool(mc.bias),
@@ -444,7 +454,8 @@ def model_config_from_hf(hf: dict, vocab_size: int, where: str) -> GPTConfig:
     if kind == "llama":
         eps = hf.get("rms_norm_eps", 1e-6)
         _require(abs(eps - NORM_EPS) < 1e-12, where, "rms_norm_eps", eps, f"ours is {NORM_EPS}")
-        _require(hf.get("hidden_act", "silu") == "silu", where, "hidden_act", hf.get("hidden_act"), "ours is SwiGLU")
+        act = hf.get("hidden_act", "silu")
+        _require(act in ("silu", "relu"), where, "hidden_act", act, "ours is SwiGLU, or ReLU² as relu with gate = up")
         _require(not hf.get("rope_scaling"), where, "rope_scaling", hf.get("rope_scaling"), "plain RoPE only")
         rope = hf.get("rope_parameters") or {}
         rope_type = rope.get("rope_type", "default")
@@ -453,10 +464,12 @@ def model_config_from_hf(hf: dict, vocab_size: int, where: str) -> GPTConfig:
         _require(bool(hf.get("mlp_bias", False)) == bias, where, "mlp_bias", hf.get("mlp_bias"),
                  "ours has biases everywhere or nowhere (like attention_bias)")
         C, H = hf["hidden_size"], hf["num_attention_heads"]
+        kv = hf.get("num_key_value_heads", H)
         _require(hf.get("head_dim", C // H) == C // H, where, "head_dim", hf.get("head_dim"), "ours is width / heads")
         mc = GPTConfig(vocab_size=vocab_size, block_size=hf.get("max_position_embeddings", 2048),
-                       n_layer=hf["num_hidden_layers"], n_head=H, n_embd=C, bias=bias, norm="rmsnorm", mlp="swiglu",
-                       position="rope", n_kv_head=hf.get("num_key_value_heads", H),
+                       n_layer=hf["num_hidden_layers"], n_head=H, n_embd=C, bias=bias, norm="rmsnorm",
+                       mlp="relu2" if act == "relu" else "swiglu",
+                       position="rope", n_kv_head=0 if kv == H else kv,  # 0: one K/V head per query head
                        rope_base=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
                        tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
         if mc.ff_width() != hf["intermediate_size"]:  # not our default SwiGLU width: say it

@@ -84,6 +84,10 @@ class GPT(nn.Module):
         if cfg.norm_position == "pre":  # pre-norm leaves the stream unnormalised: one last norm
             parts["ln_f"] = Norm(cfg.n_embd, cfg.norm, cfg.bias)
         self.transformer = nn.ModuleDict(parts)
+        # Post-norm (the original Transformer) multiplies the token embeddings by √n_embd: its stream is
+        # normalised after every sub-layer, and embeddings of std 0.02 would be drowned there (measured:
+        # without it a post-norm model stays at the unigram loss). Pre-norm adds to a raw stream: no scale.
+        self.embed_scale = math.sqrt(cfg.n_embd) if cfg.norm_position == "post" else 1.0
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:  # the same matrix reads tokens in and scores tokens out
             self.lm_head.weight = self.transformer.wte.weight
@@ -116,7 +120,7 @@ class GPT(nn.Module):
 
     def softcap(self, logits: torch.Tensor) -> torch.Tensor:
         """cap·tanh(logits / cap) (Gemma 2): logits stay within ±cap, smoothly; off when cap = 0."""
-        cap = self.config.logit_softcap
+        cap, scale = self.config.logit_softcap, self.embed_scale
         return cap * torch.tanh(logits / cap) if cap else logits
 
     def forward(self, idx, targets=None, kv_caches: list[KVCache] | None = None, reduction: str = "mean"):
@@ -129,7 +133,7 @@ class GPT(nn.Module):
         start = kv_caches[0].pos if kv_caches else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens is longer than the context ({self.config.block_size})")
-        x = self.transformer.wte(idx)
+        x = self.transformer.wte(idx) * self.embed_scale
         if "wpe" in self.transformer:
             x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
         x = self.transformer.drop(x)
@@ -162,13 +166,13 @@ class GPT(nn.Module):
         wpe = tr.wpe.weight.detach().to(dtype) if "wpe" in tr else None
         blocks = [block.make_step(dtype) for block in tr.h]
         ln_f = tr.ln_f.make_step(dtype) if "ln_f" in tr else None
-        cap = self.config.logit_softcap
+        cap, scale = self.config.logit_softcap, self.embed_scale
 
         def step(ids: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
             pos = caches[0].pos
             if pos >= block_size:  # no position left (the caches would refuse too)
                 raise ValueError("KV cache is full: the sequence is longer than the model's context")
-            x = F.embedding(ids.view(-1), wte)  # (B, C)
+            x = F.embedding(ids.view(-1), wte) * scale  # (B, C)
             if wpe is not None:
                 x = x + wpe[pos]
             for block, cache in zip(blocks, caches):

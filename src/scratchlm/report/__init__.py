@@ -19,7 +19,7 @@ from typing import Callable
 
 from ..errors import ScratchLMError
 from .chapters import CHAPTERS, Context
-from .doc import Document, Figure, to_html, to_typst
+from .doc import Document, to_html, to_typst
 from .facts import Facts, gather
 
 FORMATS = ("pdf", "html", "typ")
@@ -38,7 +38,7 @@ def build_document(facts: Facts, ctx: Context) -> Document:
                                + (f" in {facts.train_time:.0f} s" if facts.train_time else "")),
                    ("validation", f"loss {ev['val_loss']:.4f}, {ev['val_bpb']:.3f} bits per byte" if ev
                     else "not evaluated yet")]
-    doc = Document(title=f"Build a Large Language Model from Scratch",
+    doc = Document(title="Build a Large Language Model from Scratch",
                    subtitle=f"written from the run “{facts.name}”", date=facts.date, facts=title_facts,
                    intro="Each chapter explains one idea, then shows what this run did: its tokenizer, its model, "
                          "its curves, its attention maps, its samples and the doctor's findings, with the source "
@@ -53,13 +53,15 @@ def build_document(facts: Facts, ctx: Context) -> Document:
 def build_report(run_dir: str | Path, out: str | Path | None = None, fmt: str | None = None, *,
                  samples: bool = True, memory: str = "estimate", compare_dir: str | Path | None = None,
                  ablation_dir: str | Path | None = None, evaluate: bool = False,
-                 say: Callable[[str], None] = lambda m: None) -> dict:
+                 finetuned_dir: str | Path | None = None, say: Callable[[str], None] = lambda m: None) -> dict:
     """Write the guide for a run folder. Returns {"path", "pages" (PDF only), "missing", "figures"}.
 
     `fmt` is taken from `out`'s suffix when not given (default: pdf, written as RUN/guide.pdf).
     `memory`: "measure" runs `scratchlm memory`'s measurement (cached in RUN/report/), "estimate" uses the
     formula (and a cached measurement if there is one), "skip" leaves it out. `evaluate`: score a fine-tuned
     run on the held-out questions when RUN/eval_questions.json is not there yet (minutes on a CPU).
+    `finetuned_dir`: the fine-tuned run for chapter 7 (default: this run if fine-tuned, else the newest
+    run beside it fine-tuned from it).
     """
     if fmt is None:
         fmt = Path(out).suffix.lstrip(".").lower() if out and Path(out).suffix else "pdf"
@@ -73,7 +75,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, fmt: str | 
         build = Path(tmp)
         ctx = Context(build, say=say, samples=samples, memory=memory,
                       compare_dir=Path(compare_dir) if compare_dir else None,
-                      ablation_dir=Path(ablation_dir) if ablation_dir else None, evaluate=evaluate)
+                      ablation_dir=Path(ablation_dir) if ablation_dir else None, evaluate=evaluate,
+                      finetuned_dir=Path(finetuned_dir) if finetuned_dir else None)
         doc = build_document(facts, ctx)
         for i, fig in enumerate(doc.figures()):  # every image next to the source, under a unique name
             if fig.path.parent != build or fig.path.name.startswith("fig"):

@@ -9,19 +9,22 @@ says so and gives the command that produces it, and the guide is still written.
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import math
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import ablate, guide
+from ..doctor.diagnose import diagnose
 from ..errors import ScratchLMError
+from ..finetune.evaluate import RESULT_FILE, builtin_questions, evaluate_run, save_result
+from ..finetune.sft import INFO_FILE as FINETUNE_INFO
 from ..inference import generate
 from ..model import attention
 from ..tokenizer import naive
 from ..train import memory
+from ..viz import figures as viz, snapshots
 from .doc import Block, Bullets, Code, Figure, Heading, Math, Note, Para, Table, from_markdown
 from .facts import Facts, class_excerpt, parameter_table, source_of, token_pieces
 from .figures import block_diagram, training_curves
@@ -38,18 +41,11 @@ class Context:
     compare_dir: Path | None = None  # a `scratchlm tokenizer compare` output folder
     ablation_dir: Path | None = None  # a `scratchlm ablate` output folder
     evaluate: bool = False  # score a fine-tuned run on the held-out questions when it has no scores yet
+    finetuned_dir: Path | None = None  # the fine-tuned run for chapter 7 (default: found beside this run)
     notes: list[str] = field(default_factory=list)  # what is missing, for the command's summary
 
     def figure(self, name: str) -> Path:
         return self.build_dir / name
-
-
-def optional(module: str):
-    """An optional extra's module, or None when it is not installed or not written yet."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
 
 
 def missing(ctx: Context, what: str, command: str) -> Note:
@@ -90,13 +86,10 @@ def chapter_tokenization(facts: Facts, ctx: Context) -> list[Block]:
         Code(source_of(naive.get_stats) + "\n\n" + source_of(naive.merge) + "\n\n" + source_of(naive.train_naive),
              caption="The textbook BPE trainer: count pairs, merge the most frequent, repeat."),
     ]
-    guide = optional("scratchlm.guide")
-    if guide is not None and hasattr(guide, "train_bpe"):
-        out += [Para("The guide's own sketch works on words with an end-of-word marker `</w>` instead of bytes "
-                     "(`scratchlm.guide.train_bpe`):"),
-                Code("\n\n".join(source_of(getattr(guide, n)) for n in ("get_stats", "merge_vocab", "train_bpe")
-                                   if hasattr(guide, n)),
-                     caption="The guide's word-level BPE with `</w>` (`scratchlm.guide`).")]
+    out += [Para("The guide's own sketch works on words with an end-of-word marker `</w>` instead of bytes "
+                 "(`scratchlm.guide.train_bpe`):"),
+            Code("\n\n".join(source_of(f) for f in (guide.get_stats, guide.merge_vocab, guide.train_bpe)),
+                 caption="The guide's word-level BPE with `</w>` (`scratchlm.guide`).")]
     out.append(Heading("This run's tokenizer", 2))
     run = facts.run
     if run is None:
@@ -232,13 +225,10 @@ def chapter_attention(facts: Facts, ctx: Context) -> list[Block]:
         Code(source_of(attention.scaled_dot_product_attention),
              caption="Attention written out, as the model runs it (`scratchlm/model/attention.py`)."),
     ]
-    guide = optional("scratchlm.guide")
-    if guide is not None and hasattr(guide, "scaled_dot_product_attention"):
-        out += [Para("The guide writes the same five lines with a 0/1 mask (1 = may attend), filling the masked "
-                     "scores with −10⁹ before the softmax; `scratchlm.guide` runs them as written and the tests "
-                     "check they agree with ours:"),
-                Code(source_of(guide.scaled_dot_product_attention),
-                     caption="The guide's attention (`scratchlm.guide`).")]
+    out += [Para("The guide writes the same five lines with a 0/1 mask (1 = may attend), filling the masked "
+                 "scores with −10⁹ before the softmax; `scratchlm.guide` runs them as written and the tests "
+                 "check they agree with ours:"),
+            Code(source_of(guide.scaled_dot_product_attention), caption="The guide's attention (`scratchlm.guide`).")]
     out.append(Heading("Q, K and V on a prompt, for one head", 2))
     out += viz_figures(facts, ctx, "qkv")
     out.append(Heading("Every layer and head", 2))
@@ -271,12 +261,7 @@ def chapter_block(facts: Facts, ctx: Context) -> list[Block]:
              "learning rates without warm-up tricks."),
     ]
     run = facts.run
-    guide = optional("scratchlm.guide")
-    if guide is not None and hasattr(guide, "TransformerBlock"):
-        out.append(Code(source_of(guide.TransformerBlock), caption="The guide's classic block (`scratchlm.guide`)."))
-    else:
-        out.append(missing(ctx, "the guide's classic block as runnable code (`scratchlm.guide`)",
-                           "scratchlm train --preset guide   # trains the guide's post-LN ReLU block"))
+    out.append(Code(source_of(guide.TransformerBlock), caption="The guide's classic block (`scratchlm.guide`)."))
     if run is not None:
         block = run.model.transformer.h[0]
         out.append(Code(source_of(type(block)), caption=f"Our block, `{type(block).__module__}.{type(block).__name__}` "
@@ -306,14 +291,13 @@ def chapter_block(facts: Facts, ctx: Context) -> list[Block]:
 
 def ablation_table(folder: Path) -> list[Block]:
     """ablation.json as `scratchlm ablate` prints it (its own table function), or [] when it cannot be read."""
-    abl = optional("scratchlm.ablate")
     path = folder / "ablation.json"
-    if abl is None or not hasattr(abl, "table") or not path.exists():
+    if not path.exists():
         return []
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         rows = [{k: (math.nan if v is None else v) for k, v in r.items()} for r in data["rows"]]  # JSON has no NaN
-        blocks = from_markdown(abl.table(rows))
+        blocks = from_markdown(ablate.table(rows))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         return []
     if data.get("command"):
@@ -460,6 +444,11 @@ def techniques(facts: Facts, ctx: Context) -> list[Block]:
                           if "error" not in r else [r["variant"], "failed", r["error"][:60]] for r in measured],
                          caption="Measured: a few training steps of each variant, each in a fresh process "
                                  f"({measured[0].get('device', 'cpu')}).", align="lrr"))
+        if not any(r.get("dtype") not in (None, "fp32") for r in measured):
+            out.append(Note("This machine has no native 16-bit arithmetic (bf16 would be emulated, about 30× "
+                            "slower than fp32 on an AVX2 CPU), so the guide measured the techniques in fp32 and "
+                            "left bf16 out. To measure bf16 here anyway:",
+                            command=f"scratchlm memory {facts.run_dir / 'config.json'}"))
     else:
         out.append(Note("Measured peaks per variant (fp32, bf16, checkpointing, accumulation) come from:",
                         command=f"scratchlm memory {facts.run_dir / 'config.json'}"))
@@ -478,8 +467,8 @@ def measured_memory(facts: Facts, ctx: Context, memory) -> list[dict]:
         return []
     ctx.say("measuring memory and speed of each training variant (a few steps each)...")
     rows = []
-    for label, vcfg in memory.variants(facts.run.config):
-        r = memory.measure_in_subprocess(vcfg, 2)
+    for label, vcfg in memory.variants(facts.run.config, emulated_half=False):
+        r = memory.measure_in_subprocess(vcfg, 1)
         rows.append({"variant": label, **r})
     if not any("error" in r for r in rows):  # a failed measurement is shown, not kept
         cache.parent.mkdir(exist_ok=True)
@@ -512,9 +501,6 @@ FORMED = [("prev_token", "previous-token head", 0.5), ("induction", "induction h
 
 def formed_when(facts: Facts) -> list[Block]:
     """For each kind of head: the strongest one at the end, and the first snapshot where some head passed a bar."""
-    snapshots = optional("scratchlm.viz.snapshots")
-    if snapshots is None:
-        return []
     snaps = snapshots.load_snapshots(facts.run_dir)
     rows = []
     for key, label, bar in FORMED:
@@ -532,7 +518,7 @@ def formed_when(facts: Facts) -> list[Block]:
             + ("the heads became more selective." if ent[-1].mean() < ent[0].mean() - 0.02
                else "the heads have barely sharpened yet (a longer run shows more).")
             if ent is not None and len(snaps.steps) else "")
-    return [Table(["kind of head", "strongest at the end", "score", f"first snapshot with a head above the bar"],
+    return [Table(["kind of head", "strongest at the end", "score", "first snapshot with a head above the bar"],
                   rows, caption=f"What formed when, over {len(snaps.steps)} snapshots (bars: previous token 0.5, "
                                 "induction 0.3, first token 0.5).", align="llrl"),
             Para(text)] if rows else []
@@ -581,25 +567,34 @@ def chapter_questions(facts: Facts, ctx: Context) -> list[Block]:
              "the assistant's tokens only, so the model learns to answer rather than to ask, and a smaller "
              "learning rate keeps what pretraining taught (too much fine-tuning forgets it)."),
     ]
-    info_path = facts.run_dir / "finetune.json"
-    if not info_path.exists():
-        return out + [missing(ctx, "fine-tuning results (this run was not fine-tuned)",
+    ft = finetuned_run(facts, ctx)
+    if ft is None:
+        qa = f"{facts.run_dir}-qa"
+        return out + [missing(ctx, "fine-tuning results (this run was not fine-tuned, and no run beside it was "
+                              "fine-tuned from it)",
                               f"scratchlm data questions --out data/questions\n"
                               f"scratchlm finetune --init-from {facts.run_dir} --data data/questions/train.jsonl "
-                              f"--out {facts.run_dir}-qa\n"
-                              f"scratchlm eval {facts.run_dir}-qa --task questions\n"
-                              f"scratchlm report {facts.run_dir}-qa")]
+                              f"--out {qa} --train.max_time 600\n"
+                              f"scratchlm eval {qa} --task questions --figure {qa}/figures\n"
+                              f"scratchlm report {facts.run_dir}   # finds {qa}: it names this run as its base")]
+    if ft != facts.run_dir:
+        out.append(Para(f"This run was fine-tuned into `{ft}` (found beside it: its `finetune.json` names this run "
+                        "as the base). The results below are that run's."))
     try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        info = json.loads((ft / FINETUNE_INFO).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
         info = {}
     rows = [[k.replace("_", " "), str(v)] for k, v in info.items() if isinstance(v, (str, int, float))][:14]
     if rows:
-        out.append(Table(["", "this fine-tuning"], rows, caption="How this run was fine-tuned (finetune.json).",
+        out.append(Table(["", "this fine-tuning"], rows, caption="How the model was fine-tuned (finetune.json).",
                          align="ll"))
-    result_path = facts.run_dir / EVAL_FILE
+    out += finetune_curve(ft)
+    result_path = ft / RESULT_FILE
     if not result_path.exists() and ctx.evaluate:
-        evaluate_questions(facts.run_dir, ctx.say)
+        rows_q = builtin_questions()
+        ctx.say(f"scoring {len(rows_q)} held-out questions (greedy answers from {ft}, its base model and the "
+                "majority answer)...")
+        save_result(evaluate_run(ft, rows_q, baseline_model=True), len(rows_q), ft)
     result = None
     if result_path.exists():
         try:
@@ -607,38 +602,60 @@ def chapter_questions(facts: Facts, ctx: Context) -> list[Block]:
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
             result = None
     if result is None:
-        return out + [missing(ctx, "the held-out question scores of this fine-tuned run",
-                              f"scratchlm report {facts.run_dir} --evaluate   # scores them, saves {EVAL_FILE}")]
+        return out + [missing(ctx, "the held-out question scores of the fine-tuned run",
+                              f"scratchlm eval {ft} --task questions --figure {ft}/figures   # saves {RESULT_FILE}")]
     header, table_rows, examples = result
-    out.append(Table(header, table_rows, caption="Exact-match accuracy on questions from held-out plays.",
+    out.append(Table(header, table_rows, caption="Exact-match accuracy on questions from held-out plays "
+                                                 "(never seen in fine-tuning).",
                      align="lr" + "r" * (len(header) - 2)))
     if examples:
         out.append(Para("A few of them, as the model answered (greedy decoding):"))
         out.append(Code("\n\n".join(examples[:5]), lang="text"))
+    copying = ft / "figures" / "copying_heads.svg"
+    copying = copying if copying.exists() else copying.with_suffix(".png")
+    if copying.exists():
+        out.append(Para("Which heads copy the answer: for the first question answered right, the share of "
+                        "attention that the positions writing the answer put on the passage tokens that spell it, "
+                        "for every layer and head, and the strongest head's attention over the prompt."))
+        out.append(Figure(copying, "Which heads copy the answer from the passage (`scratchlm eval --figure`)."))
     return out
 
 
-EVAL_FILE = "eval_questions.json"  # the held-out question scores, saved in the run folder
+def finetuned_run(facts: Facts, ctx: Context) -> Path | None:
+    """The fine-tuned run chapter 7 reports: this run if it was fine-tuned, else `--finetuned`, else the
+    newest run folder beside this one whose finetune.json names this run (or one of its checkpoints) as the base."""
+    if (facts.run_dir / FINETUNE_INFO).exists():
+        return facts.run_dir
+    if ctx.finetuned_dir is not None:
+        if not (Path(ctx.finetuned_dir) / FINETUNE_INFO).exists():
+            raise ScratchLMError(f"--finetuned {ctx.finetuned_dir}: not a fine-tuned run (no {FINETUNE_INFO})")
+        return Path(ctx.finetuned_dir)
+    me = facts.run_dir.resolve()
+    found = []
+    for info_path in facts.run_dir.parent.glob(f"*/{FINETUNE_INFO}"):
+        try:
+            base = Path(json.loads(info_path.read_text(encoding="utf-8")).get("init_from", "")).resolve()
+        except (OSError, json.JSONDecodeError, AttributeError, TypeError):
+            continue
+        if base == me or me in base.parents:
+            found.append(info_path.parent)
+    return max(found, key=lambda d: (d / FINETUNE_INFO).stat().st_mtime) if found else None
 
 
-def evaluate_questions(run_dir: Path, say) -> Path:
-    """Score a fine-tuned run on the built-in held-out questions (as `scratchlm eval RUN --task questions`)
-    and save the result as RUN/eval_questions.json for the guide."""
-    # the fine-tuning extra: only a fine-tuned run's guide needs it
-    from ..finetune.evaluate import evaluate_run, read_questions
-    from ..finetune.questions import write_questions  # (the extra, as above)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = read_questions(write_questions(tmp)["eval"])
-    say(f"scoring {len(rows)} held-out questions (greedy answers from this run, the base model and the majority "
-        "answer)...")
-    result = evaluate_run(run_dir, rows, baseline_model=True)
-    data = {key: asdict(result[key]) for key in ("model", "base", "majority") if key in result}
-    data["examples"] = [list(e) for e in result.get("examples", [])]
-    data["questions"] = len(rows)
-    path = run_dir / EVAL_FILE
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-    return path
+def finetune_curve(ft: Path) -> list[Block]:
+    """The fine-tuning run's validation loss on the answers, from its metrics.jsonl, as a line of text."""
+    evals = []
+    try:
+        for line in (ft / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line) if line.strip() else {}
+            if rec.get("event") == "eval":
+                evals.append((rec["step"], rec["val_loss"]))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return []
+    if len(evals) < 2:
+        return []
+    return [Para(f"Validation loss on the held-out answers (nats per answer token): {evals[0][1]:.2f} at step "
+                 f"{evals[0][0]} → {evals[-1][1]:.2f} at step {evals[-1][0]}, over {len(evals)} evaluations.")]
 
 
 def eval_table(data: dict):
@@ -670,13 +687,6 @@ def chapter_troubleshooting(facts: Facts, ctx: Context) -> list[Block]:
              "run's records (metrics.jsonl, and probes.jsonl / diagnostics.jsonl when the live doctor ran) "
              "through the same detectors that watch live training."),
     ]
-    diagnose = None
-    for name in ("scratchlm.doctor.diagnose", "scratchlm.doctor", "scratchlm.doctor.cli"):  # where it has lived
-        diagnose = getattr(optional(name), "diagnose", None)
-        if callable(diagnose):
-            break
-    if not callable(diagnose):
-        return out + [missing(ctx, "the doctor's verdicts", f"scratchlm doctor {facts.run_dir}")]
     report = diagnose(facts.run_dir)
     rows = [[r["symptom"], _verdict(r["status"]), r["cause"], r["solution"]] for r in report["rows"]]
     out.append(Table(["symptom", "this run", "likely cause", "solution"], rows,
@@ -721,7 +731,7 @@ def chapter_next(facts: Facts, ctx: Context) -> list[Block]:
                  f"The guide's classic block (post-LN, ReLU): `scratchlm train --preset guide --out {r}-guide`",
                  "Measure each block option for the same time: `scratchlm ablate --preset tiny --budget 60 "
                  "--change model.norm_position=post --change model.mlp=swiglu --change model.position=rope`",
-                 f"Find a better learning rate: `scratchlm sweep lr`",
+                 "Find a better learning rate: `scratchlm sweep lr`",
                  "Compare tokenizers on your corpus: `scratchlm tokenizer compare --vocab-sizes 1024,4096`",
                  f"See inside: `scratchlm viz attention {r} --prompt \"ROMEO:\"`",
                  f"Teach it to answer questions: `scratchlm finetune --init-from {r} "
@@ -790,9 +800,8 @@ def viz_figures(facts: Facts, ctx: Context, kind: str, quiet: bool = False) -> l
     found = [figures_dir / f"{n}.svg" for n in names]
     if all(p.exists() and p.stat().st_mtime >= newest for p in found):
         return [Figure(p, CAPTIONS[p.stem]) for p in found] + animation(list(figures_dir.glob("*.gif")))
-    viz = optional("scratchlm.viz.figures")
     needs_model = kind not in ("curves", "evolution")
-    if viz is None or (needs_model and facts.run is None):
+    if needs_model and facts.run is None:
         if quiet:
             return []
         return [missing(ctx, VIZ_WHAT[kind], VIZ_COMMANDS[kind].format(run=facts.run_dir))]

@@ -26,6 +26,7 @@ event's `info` holds (every event is emitted on rank 0 and on the other ranks al
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from typing import Callable
 
@@ -47,3 +48,39 @@ class Events:
     def emit(self, name: str, **info) -> None:
         for fn in self._handlers[name]:
             fn(info)
+
+
+class Watcher:
+    """Base of the extras that watch a run through its events (the live doctor, the attention
+    recorder). A watcher must never end a training run: its first error switches it off, and
+    `say` reports that in one line. Subclasses name their handlers and the warning's words."""
+
+    label = "watcher"  # who speaks in the warning, e.g. "doctor"
+    off_means = "it is off for this run"  # what the user loses when it switches off
+    enabled = True
+
+    def handlers(self) -> dict[str, Callable[[dict], None]]:
+        raise NotImplementedError
+
+    def say(self, text: str) -> None:
+        from tqdm import tqdm  # deferred: only a watcher with something to say prints, above the bar
+
+        tqdm.write(text)
+
+    def attach(self, events: Events) -> Events:
+        for name, fn in self.handlers().items():
+            events.on(name, self._guarded(fn))
+        return events
+
+    def _guarded(self, fn: Callable[[dict], None]) -> Callable[[dict], None]:
+        @functools.wraps(fn)
+        def run(info: dict) -> None:
+            if not self.enabled:
+                return
+            try:
+                fn(info)
+            except Exception as e:  # a watcher must never end a training run
+                self.enabled = False
+                self.say(f"{self.label}: internal error ({type(e).__name__}: {e}); {self.off_means}")
+
+        return run

@@ -446,7 +446,8 @@ class Trainer:
         self.step += 1
         if self.step > 1:  # the first step pays for warm-up (allocations, kernel choice)
             self._timed_steps, self._timed_seconds = self._timed_steps + 1, self._timed_seconds + dt
-        eta = (tc.max_steps - self.step) * self._timed_seconds / max(1, self._timed_steps)
+        per_step = self._timed_seconds / self._timed_steps if self._timed_steps else dt  # step 1: its own time
+        eta = (tc.max_steps - self.step) * per_step
         if tc.max_time:
             eta = min(eta, max(0.0, tc.max_time - self.train_time))
         tokens_per_s = self.tokens_per_step() / dt

@@ -273,7 +273,9 @@ def _pick(n: int, k: int) -> list[int]:
 
 def _step_label(snaps: Snapshots, i: int) -> str:
     v = snaps.val_loss[i]
-    return f"step {snaps.steps[i]}" + (f" · val loss {v:.2f}" if np.isfinite(v) else " · untrained")
+    if np.isfinite(v):
+        return f"step {snaps.steps[i]} · val loss {v:.2f}"
+    return f"step {snaps.steps[i]}" + (" · untrained" if snaps.steps[i] == 0 else "")
 
 
 def make_filmstrip(snaps: Snapshots, title: str, max_frames: int = 8):

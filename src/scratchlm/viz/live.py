@@ -4,13 +4,14 @@
     attach(events, cfg.viz)            # then run_training(cfg, out, events=events)
 
 The loop never imports this module; `scratchlm train` attaches it. With `viz.snapshots`
-on, the recorder takes a snapshot before the first step and at every `viz.every`-th
-evaluation: the attention maps of a fixed probe prompt and four numbers per head
-(snapshots.py, metrics.py). Each costs two forward passes over a few dozen tokens
-with no gradients, next to an evaluation that runs the model over `train.eval_tokens`
-tokens, so it adds little (benchmarks/bench_snapshots.py measures it). The probe uses no
-random numbers from the training RNG and switches dropout off only for itself, so a run
-trains exactly the same with the recorder on or off.
+on, the recorder takes a snapshot before the first step, at every `viz.every`-th
+evaluation, and every `viz.every_steps` steps in between when that is set (the main
+job: every 25 steps, so the film strip shows heads forming): the attention maps of a
+fixed probe prompt and four numbers per head (snapshots.py, metrics.py). Each costs
+two forward passes over a few dozen tokens with no gradients, next to a training step
+over thousands of tokens, so it adds little (benchmarks/bench_snapshots.py measures
+it). The probe uses no random numbers from the training RNG and switches dropout off
+only for itself, so a run trains exactly the same with the recorder on or off.
 
 When training goes back (a resume, or the guard's rollback), snapshots of the steps
 that are about to be redone are deleted. At the end, with `viz.figures`, the figures
@@ -22,25 +23,18 @@ switches the recorder off with a warning; it never stops a training run.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from ..config import VizConfig
-from ..train.events import EVENT_NAMES, Events
+from ..train.events import Events, Watcher
 from .capture import token_labels
 from .metrics import METRICS, repeated_random_ids
 from .snapshots import drop_after, measure, save_snapshot
 
 INDUCTION_SEED = 1234  # fixed, so every snapshot (and every run) measures on the same sequence
-
-
-def _tqdm_say(text: str) -> None:
-    from tqdm import tqdm  # prints above a progress bar instead of through it
-
-    tqdm.write(text)
 
 
 def probe_ids(trainer, vc: VizConfig) -> list[int]:
@@ -60,35 +54,22 @@ def induction_ids(tok, vocab_size: int, block_size: int, n: int) -> list[int]:
     return repeated_random_ids(vocab_size, min(n, block_size // 2), INDUCTION_SEED, special)
 
 
-class SnapshotRecorder:
+class SnapshotRecorder(Watcher):
     """Subscribes to train_start / eval / rollback / train_end; writes RUN/attention/step_*.npz."""
 
-    def __init__(self, vc: VizConfig | None = None, say: Callable[[str], None] = _tqdm_say):
+    label, off_means = "viz", "attention snapshots are off for this run"
+
+    def __init__(self, vc: VizConfig | None = None, say: Callable[[str], None] | None = None):
         self.vc = vc or VizConfig()
-        self.say = say
-        self.enabled = True
+        if say is not None:
+            self.say = say
         self.n_evals = 0
         self.tb = None  # a SummaryWriter when TensorBoard is on
         self.written: list[Path] = []
 
-    def attach(self, events: Events) -> Events:
-        for name, fn in (("train_start", self._start), ("step_end", self._step), ("eval", self._eval),
-                         ("rollback", self._rollback), ("train_end", self._end)):
-            if name in EVENT_NAMES:
-                events.on(name, self._guarded(fn))
-        return events
-
-    def _guarded(self, fn):
-        @functools.wraps(fn)
-        def run(info):
-            if not self.enabled:
-                return
-            try:
-                fn(info)
-            except Exception as e:  # a visualisation must never end a training run
-                self.enabled = False
-                self.say(f"viz: internal error ({type(e).__name__}: {e}); attention snapshots are off for this run")
-        return run
+    def handlers(self):
+        return {"train_start": self._start, "step_end": self._step, "eval": self._eval, "rollback": self._rollback,
+                "train_end": self._end}
 
     # ---- events ---------------------------------------------------------------
     def _start(self, info):
@@ -112,11 +93,14 @@ class SnapshotRecorder:
             self.record(0)
 
     def _step(self, info):
+        s = info["step"]
         if self.tb is not None:
-            s = info["step"]
             for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
                 if info.get(key) is not None and np.isfinite(info[key]):
                     self.tb.add_scalar(f"train/{key}", info[key], s)
+        n, evals = self.vc.every_steps, self.trainer.cfg.train.eval_interval
+        if self.vc.snapshots and n and s % n == 0 and not (evals and s % evals == 0):  # an eval step records itself
+            self.record(s)
 
     def _eval(self, info):
         if self.tb is not None:
@@ -178,7 +162,8 @@ def _summary_writer(log_dir: Path, purge_step: int | None):
     return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
 
-def attach(events: Events | None = None, vc: VizConfig | None = None, say: Callable[[str], None] = _tqdm_say) -> Events:
+def attach(events: Events | None = None, vc: VizConfig | None = None,
+           say: Callable[[str], None] | None = None) -> Events:
     """Subscribe a SnapshotRecorder to `events` (a new Events if None) and return the events.
     Attaches nothing when both snapshots and TensorBoard are off: off costs nothing."""
     events = events if events is not None else Events()
