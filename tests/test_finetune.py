@@ -221,3 +221,31 @@ def test_two_ranks_under_torchrun_match_one_process(tmp_path):
     assert len(train1) == len(train2) == 4
     np.testing.assert_allclose(train2, train1, rtol=1e-5)
     np.testing.assert_allclose(val2, val1, rtol=1e-5)
+
+
+def test_the_live_doctor_watches_a_fine_tuning_run(tmp_path, capsys):
+    """The doctor reads the batches' tokens for its unigram level and repetition reference: chat batches too."""
+    from scratchlm.doctor import live
+
+    base = make_base_run(tmp_path / "base")
+    run_finetune(base, toy_questions(tmp_path / "toy.jsonl"), tmp_path / "ft", events=live.attach(quiet=True),
+                 overrides=FAST + ["train.max_steps=4", "train.eval_interval=2"])
+    assert "internal error" not in capsys.readouterr().out
+    probes = [json.loads(line) for line in (tmp_path / "ft" / "probes.jsonl").read_text().splitlines()]
+    assert probes[0]["kind"] == "start" and probes[0]["unigram_loss"] > 0
+    assert any(p["kind"] == "repetition" for p in probes)
+
+
+def test_saved_scores_are_plain_json_the_guide_reads(tmp_path):
+    from scratchlm.finetune.evaluate import Score, save_result
+    from scratchlm.report.chapters import eval_table
+
+    score = Score()
+    for kind, ok in (("first", True), ("first", False), ("next", False)):
+        score.add(kind, ok)
+    score.first_hit = ("Who speaks first?", "VIOLA")
+    path = save_result({"model": score, "majority": score, "examples": [("q", "a", "a")]}, 3, tmp_path)
+    data = json.loads(path.read_text())
+    assert data["model"]["correct"] == {"first": 1, "next": 0} and data["model"]["total"] == {"first": 2, "next": 1}
+    header, rows, examples = eval_table(data)
+    assert rows[0] == ["first", "2", "50.0%", "50.0%"] and len(examples) == 1

@@ -238,3 +238,34 @@ def test_commands_the_guide_shows_parse_with_the_real_parser(run_dir, tmp_path):
         assert all(a.startswith("--") and "." in a.split("=")[0] for a in rest[::2]), line
         checked += 1
     assert checked >= 8
+
+
+def test_a_fine_tuned_run_beside_this_one_fills_the_questions_chapter(run_dir, tmp_path):
+    """Chapter 7 of the main job's guide: found beside the run, the newest run fine-tuned from it."""
+    from scratchlm.report.chapters import Context, chapter_questions
+    from scratchlm.report.doc import Note, Para, Table
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    ctx = Context(tmp_path / "build", samples=False, memory="skip")
+    assert any(isinstance(b, Note) for b in chapter_questions(gather(run), ctx))  # nothing beside it yet
+    qa = tmp_path / "run-qa"
+    qa.mkdir()
+    (qa / "finetune.json").write_text(json.dumps({"init_from": str(run), "train_conversations": 900}))
+    (qa / "metrics.jsonl").write_text("".join(json.dumps({"event": "eval", "step": s, "val_loss": v}) + "\n"
+                                              for s, v in ((100, 4.0), (200, 2.5))))
+    (qa / "eval_questions.json").write_text(json.dumps({
+        "model": {"correct": {"first": 9, "next": 1}, "total": {"first": 10, "next": 10}},
+        "majority": {"correct": {"first": 2, "next": 0}, "total": {"first": 10, "next": 10}},
+        "examples": [["Who speaks first?", "VIOLA", "VIOLA"]]}))
+    other = tmp_path / "unrelated-qa"  # fine-tuned from another run: not this chapter's
+    other.mkdir()
+    (other / "finetune.json").write_text(json.dumps({"init_from": str(tmp_path / "elsewhere")}))
+    blocks = chapter_questions(gather(run), ctx)
+    text = " ".join(b.text for b in blocks if isinstance(b, Para))
+    tables = [b for b in blocks if isinstance(b, Table)]
+    assert "run-qa" in text and "4.00" in text and "2.50" in text
+    assert any(["first", "10", "90.0%", "20.0%"] == r for t in tables for r in t.rows)
+    assert not any(isinstance(b, Note) for b in blocks)
+    with pytest.raises(ScratchLMError, match="not a fine-tuned run"):
+        chapter_questions(gather(run), Context(tmp_path / "b", samples=False, memory="skip", finetuned_dir=other / "x"))

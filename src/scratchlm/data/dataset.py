@@ -136,6 +136,7 @@ class BatchSource(Protocol):
     and of the validation figures)."""
 
     num_tokens: int  # tokens in the split (for the start-up summary)
+    data: np.ndarray  # the split's tokens as one 1-D array (for statistics and probe prompts: the doctor, viz)
 
     def get(self, position: int, micro_step: int, micro_batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) of shape (micro_batch_size, T), T <= block_size, on the device; a pure function of

@@ -316,6 +316,12 @@ class ChatBatches:
     def num_tokens(self) -> int:  # BatchSource: tokens in the split, for the start-up summary
         return self.examples.n_tokens
 
+    @property
+    def data(self) -> np.ndarray:  # BatchSource: the conversations' tokens end to end (the doctor's statistics)
+        if not hasattr(self, "_data"):
+            self._data = np.concatenate(self.examples.inputs)
+        return self._data
+
     def _perm(self, epoch: int) -> np.ndarray:
         if epoch not in self._perms:
             if len(self._perms) > 4:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -192,7 +192,11 @@ RESULT_FILE = "eval_questions.json"  # the built-in task's scores, kept in the r
 def save_result(result: dict, n_questions: int, run_dir: str | Path) -> Path:
     """Write an evaluate_run result as RUN/eval_questions.json: the scores per kind of each column
     ("model", "base", "majority"), a few (question, expected, answer) examples and the count."""
-    data = {key: asdict(result[key]) for key in ("model", "base", "majority") if key in result}
+    def plain(score: Score) -> dict:  # not dataclasses.asdict: it would rebuild each Counter from its items
+        return {"correct": dict(score.correct), "total": dict(score.total), "too_long": score.too_long,
+                "first_hit": list(score.first_hit) if score.first_hit else None}
+
+    data = {key: plain(result[key]) for key in ("model", "base", "majority") if key in result}
     data["examples"] = [list(e) for e in result.get("examples", [])]
     data["questions"] = n_questions
     path = Path(run_dir) / RESULT_FILE

@@ -204,6 +204,9 @@ def run_finetune(init_from: str | Path | None, data: str | Path | None, out: str
             write_run_files(plan, resume)
         announce(trainer, job, warnings, latest)
         lines = trainer.describe()  # the trainer's start-up lines, with the data described as conversations
+        epochs = cfg.train.max_steps * cfg.train.batch_size / len(plan.train)  # an epoch: every conversation once
         for line in lines[:1] + describe_data(plan) + [x for x in lines[2:] if not x.startswith("loss")]:
+            if line.startswith("budget"):
+                line = line.rsplit(";", 1)[0] + f"; {epochs:.1f} epochs of the conversations if all steps run"
             job.say(line)
         return {**trainer.fit(), "run_dir": str(plan.run_dir)}

@@ -120,7 +120,7 @@ class GPT(nn.Module):
 
     def softcap(self, logits: torch.Tensor) -> torch.Tensor:
         """cap·tanh(logits / cap) (Gemma 2): logits stay within ±cap, smoothly; off when cap = 0."""
-        cap, scale = self.config.logit_softcap, self.embed_scale
+        cap = self.config.logit_softcap
         return cap * torch.tanh(logits / cap) if cap else logits
 
     def forward(self, idx, targets=None, kv_caches: list[KVCache] | None = None, reduction: str = "mean"):

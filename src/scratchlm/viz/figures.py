@@ -206,7 +206,8 @@ def qkv_walkthrough(run, prompt: str, layer: int = 0, head: int = 0, out_dir: st
 def make_attention_grid(maps: np.ndarray, tokens: list[str], title: str):
     """maps (L, H, T, T): one panel per head, layers down, heads across; tokens on the outer axes."""
     L, H, T, _ = maps.shape
-    size = min(1.9, 7.0 / H, 4.8 / L)  # inches per panel: the grid fits half an A4 page
+    size = min(1.9, 7.0 / H, 4.8 / L)  # inches per panel: the grid fits half an A4 page ...
+    size = min(1.9, max(size, T * 3.5 / (72 * 0.8)))  # ... unless token labels (3.5 pt at least) need more room
     fig = new_figure((max(4.0, size * H + 1.3), size * L + 0.9))
     axes = np.atleast_2d(fig.subplots(L, H, squeeze=False))
     fs = min(6.0, size * 72 / T * 0.8)  # token labels as large as the rows allow
