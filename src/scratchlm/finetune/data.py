@@ -30,6 +30,7 @@ length (`ChatBatches`), so padding to the longest row wastes little.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,11 +317,9 @@ class ChatBatches:
     def num_tokens(self) -> int:  # BatchSource: tokens in the split, for the start-up summary
         return self.examples.n_tokens
 
-    @property
+    @functools.cached_property
     def data(self) -> np.ndarray:  # BatchSource: the conversations' tokens end to end (the doctor's statistics)
-        if not hasattr(self, "_data"):
-            self._data = np.concatenate(self.examples.inputs)
-        return self._data
+        return np.concatenate(self.examples.inputs)
 
     def _perm(self, epoch: int) -> np.ndarray:
         if epoch not in self._perms:

@@ -17,6 +17,7 @@ from typing import Callable
 
 from .. import ablate, guide
 from ..doctor.diagnose import diagnose
+from ..doctor.records import drop_rewound, read_jsonl
 from ..errors import ScratchLMError
 from ..finetune.evaluate import RESULT_FILE, builtin_questions, evaluate_run, save_result
 from ..finetune.sft import INFO_FILE as FINETUNE_INFO
@@ -643,15 +644,10 @@ def finetuned_run(facts: Facts, ctx: Context) -> Path | None:
 
 
 def finetune_curve(ft: Path) -> list[Block]:
-    """The fine-tuning run's validation loss on the answers, from its metrics.jsonl, as a line of text."""
-    evals = []
-    try:
-        for line in (ft / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-            rec = json.loads(line) if line.strip() else {}
-            if rec.get("event") == "eval":
-                evals.append((rec["step"], rec["val_loss"]))
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return []
+    """The fine-tuning run's validation loss on the answers, from its metrics.jsonl, as a line of text
+    (read as the doctor reads it: torn lines skipped, steps a resume redid counted once)."""
+    evals = [(r["step"], r["val_loss"]) for r in drop_rewound(read_jsonl(ft / "metrics.jsonl"))
+             if r.get("event") == "eval" and isinstance(r.get("val_loss"), (int, float))]
     if len(evals) < 2:
         return []
     return [Para(f"Validation loss on the held-out answers (nats per answer token): {evals[0][1]:.2f} at step "
