@@ -11,6 +11,11 @@
    kind, beside the base model asked in the same template and the majority answer;
 4. checks the issue's target: ≥ 90% on "who speaks first" and ≥ 60% over all kinds.
 
+`--train-questions N` also scores N questions about the *training* plays (their own names):
+far higher than on the held-out plays means the model answers from the casts it learnt, not
+by copying from the passage (docs/finetuning.md). `--random-names` fine-tunes on passages
+whose speakers are renamed at random (`scratchlm data questions --random-names`).
+
 Timings depend on the machine and on what else runs on it: the load average at the start and
 the end is printed with the results.
 """
@@ -49,11 +54,14 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=600, help="seconds of fine-tuning (default 600 = 10 minutes)")
     ap.add_argument("--limit", type=int, default=0, help="evaluate on N held-out questions, evenly spaced (0 = all)")
     ap.add_argument("--no-base", action="store_true", help="skip the base model's column (halves the eval time)")
+    ap.add_argument("--train-questions", type=int, default=0, metavar="N",
+                    help="also score N questions about the training plays (0 = none)")
+    ap.add_argument("--random-names", action="store_true", help="fine-tune on passages with random speaker names")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.lr=1e-3 train.batch_size=16")
     args = ap.parse_args()
     out = Path(args.out)
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
-    paths = write_questions(out / "questions")
+    paths = write_questions(out / "questions", rename=args.random_names)
     rows = read_questions(paths["eval"])
     rows = spread(rows, args.limit)
 
@@ -72,6 +80,12 @@ def main() -> int:
     print(f"evaluation: {len(rows)} held-out questions in {time.perf_counter() - t0:.0f} s")
     for line in table(result):
         print(line)
+    if args.train_questions:
+        own_names = write_questions(out / "questions-own-names")["train"]  # the training plays as they are
+        seen = spread(read_questions(own_names), args.train_questions)
+        print(f"the same run on {len(seen)} questions about the training plays (their own names):")
+        for line in table(evaluate_run(out / "run" / "checkpoints" / "final", seen, baseline_model=False)):
+            print(line)
     first, overall = result["model"].accuracy("first"), result["model"].accuracy()
     met = first >= TARGET_FIRST and overall >= TARGET_ALL
     print(f"target (≥ {TARGET_FIRST:.0%} who-speaks-first, ≥ {TARGET_ALL:.0%} overall after ≤ 10 min): "

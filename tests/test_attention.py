@@ -84,7 +84,7 @@ def _loss_and_grads(model, x, y):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("options", [{}, {"n_kv_head": 2, "position": "rope", "qk_norm": True}])
+@pytest.mark.parametrize("options", [{}, {"n_kv_head": 2, "position": "rope", "qk_norm": True, "key_shift": True}])
 def test_fused_and_written_models_give_the_same_loss_and_gradients(options):
     """model.attention = fused | written: the same numbers to 1e-5 in fp32, forward and backward."""
     cfg = GPTConfig(vocab_size=61, block_size=16, n_layer=2, n_head=4, n_embd=32, **options)
@@ -111,3 +111,23 @@ def test_captured_weights_with_grouped_query_attention_have_one_map_per_query_he
     w = attn.last_weights
     assert w.shape == (1, 4, 6, 6)
     assert not torch.allclose(w[:, 0], w[:, 1])  # heads 0 and 1 share keys and values, not queries
+
+
+def test_key_shift_adds_the_previous_keys_weighted_per_channel():
+    """k'_t = k_t + s * k_{t-1} (nothing before the first position), then attention as usual (SDPA)."""
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(32, 4, key_shift=True)
+    x = torch.randn(2, 7, 32)
+    assert not attn.k_shift.any()  # s starts at 0 ...
+    plain = MultiHeadAttention(32, 4)
+    plain.load_state_dict({k: v for k, v in attn.state_dict().items() if k != "k_shift"})
+    torch.testing.assert_close(attn(x), plain(x))  # ... so the shift starts as a no-op
+    with torch.no_grad():
+        attn.k_shift.copy_(torch.randn(32))
+    q, k, v = attn.c_attn(x).split(32, dim=2)
+    before = torch.cat((torch.zeros(2, 1, 32), k[:, :-1]), dim=1)
+    k = k + attn.k_shift * before
+    heads = [t.view(2, 7, 4, 8).transpose(1, 2) for t in (q, k, v)]
+    y = F.scaled_dot_product_attention(*heads, is_causal=True).transpose(1, 2).reshape(2, 7, 32)
+    torch.testing.assert_close(attn(x), attn.c_proj(y), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(attn(x), plain(x), atol=1e-3)

@@ -1,4 +1,4 @@
-"""Block options (model.norm_position, norm, mlp, ff_dim, position, n_kv_head, qk_norm, tie_embeddings,
+"""Block options (model.norm_position, norm, mlp, ff_dim, position, n_kv_head, qk_norm, key_shift, tie_embeddings,
 bias, logit_softcap, attention): each one trains, and the KV cache and the one-token decoder give the
 full forward pass's logits; bad values are one-line errors; a checkpoint of each samples after a reload."""
 
@@ -34,6 +34,8 @@ OPTIONS = {
     "gqa 2 kv heads": {"n_kv_head": 2},
     "mqa 1 kv head": {"n_kv_head": 1},
     "qk_norm": {"qk_norm": True},
+    "key_shift": {"key_shift": True},
+    "key_shift + gqa + rope": {"key_shift": True, "n_kv_head": 2, "position": "rope"},
     "untied": {"tie_embeddings": False},
     "no bias": {"bias": False},
     "softcap": {"logit_softcap": 3.0},
@@ -42,7 +44,7 @@ OPTIONS = {
     "llama": {"norm": "rmsnorm", "mlp": "swiglu", "position": "rope", "n_kv_head": 2, "bias": False,
               "tie_embeddings": False},
     "everything": {"norm": "rmsnorm", "mlp": "relu2", "position": "rope", "n_kv_head": 1, "qk_norm": True,
-                   "logit_softcap": 5.0, "norm_position": "post", "attention": "written"},
+                   "key_shift": True, "logit_softcap": 5.0, "norm_position": "post", "attention": "written"},
 }
 
 

@@ -77,6 +77,23 @@ def test_grown_model_keeps_old_rows_and_predictions(tmp_path):
     torch.testing.assert_close(after[..., : old.shape[0]], before)  # old tokens: the same logits
 
 
+def test_a_key_shift_added_for_fine_tuning_starts_as_a_no_op(tmp_path):
+    from scratchlm.finetune.sft import grow_vocabulary
+
+    base = load_run(make_base_run(tmp_path / "base"))
+    cfg = base.config
+    cfg.model.vocab_size += 3
+    cfg.model.key_shift = True
+    model = grow_vocabulary(base.model, cfg).eval()
+    assert all(not b.attn.k_shift.any() for b in model.transformer.h)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids)[0][..., :-3], base.model(ids)[0])
+    summary = run_finetune(tmp_path / "base", toy_questions(tmp_path / "toy.jsonl"), tmp_path / "ft",
+                           overrides=FAST + ["train.max_steps=3", "model.key_shift=true"])
+    assert summary["step"] == 3 and load_run(tmp_path / "ft").config.model.key_shift
+
+
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
     """A tiny model from random weights, fine-tuned on the toy task (shared by the tests below)."""

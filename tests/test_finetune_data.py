@@ -212,3 +212,38 @@ def test_play_questions_are_deterministic_and_valid():
         conv = parse_record(q, "q")
         passage = conv[0]["content"].rsplit("\n\n", 1)[0]
         assert conv[1]["content"] in passage  # the answer is in the passage
+
+
+def test_renamed_passages_keep_who_said_what():
+    import random
+
+    from scratchlm.finetune.questions import renamed
+
+    lines = passage_at(speeches(PLAY), 0, max_chars=400)
+    cast = ["HAMLET", "VIOLA", "MARIA"]
+    seen = set()
+    for seed in range(30):
+        new = renamed(lines, cast, random.Random(seed))
+        mapping = {}
+        for (old, text), (name, text2) in zip(lines, new):
+            assert text == text2 and mapping.setdefault(old, name) == name  # the same speaker, the same name
+        assert len(set(mapping.values())) == len(mapping)  # two speakers never share a name
+        seen.update(mapping.values())
+    assert set(cast) <= seen and seen - set(cast)  # names from the cast and invented ones
+
+
+def test_training_questions_use_random_names_and_held_out_plays_their_own():
+    from scratchlm.finetune.questions import build_questions
+
+    plays = {"comedies/twelfth-night": PLAY * 3, "comedies/a": PLAY * 3, "tragedies/b": PLAY * 3}
+    qs = build_questions(plays=plays, rename=True)
+    assert qs["eval"] and qs["train"]
+    for q in qs["eval"]:
+        if q["kind"] != "next":
+            assert q["messages"][1]["content"] in ("BERNARDO", "FRANCISCO")
+    names = {q["messages"][1]["content"] for q in qs["train"] if q["kind"] != "next"}
+    assert len(names) > 10  # invented names beside the (here two-name) cast
+    kept = build_questions(plays=plays)["train"]  # the default keeps the plays' own names
+    assert {q["messages"][1]["content"] for q in kept if q["kind"] != "next"} <= {"BERNARDO", "FRANCISCO"}
+    for q in qs["train"]:  # still answerable from the passage
+        assert q["messages"][1]["content"] in q["messages"][0]["content"].rsplit("\n\n", 1)[0]

@@ -123,6 +123,8 @@ def test_export_bf16_and_generation_config(tmp_path, tok):
     ({"mlp": "relu"}, "model.mlp='relu'"),
     ({"norm": "rmsnorm"}, "model.norm='rmsnorm'"),
     ({"qk_norm": True}, "model.qk_norm"),
+    ({"key_shift": True}, "model.key_shift"),
+    ({**LLAMA_LIKE, "key_shift": True}, "model.key_shift"),
     ({"logit_softcap": 30.0}, "model.logit_softcap"),
     ({"norm_position": "post"}, "model.norm_position"),
     ({"tie_embeddings": False}, "model.tie_embeddings"),

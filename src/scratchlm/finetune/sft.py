@@ -73,7 +73,8 @@ class Plan:
 
 def grow_vocabulary(model: GPT, cfg: RunConfig) -> GPT:
     """A copy of `model` with cfg.model.vocab_size rows in its embedding (and untied head): the old
-    rows kept, each new row the mean of the old rows."""
+    rows kept, each new row the mean of the old rows. A key shift the base lacks (`--model.key_shift
+    true`) starts at zero, so the grown model computes what the base did."""
     old_sd = ckpt.plain_state_dict(model)
     grown = GPT(cfg.model)
     sd = {}
@@ -82,6 +83,9 @@ def grow_vocabulary(model: GPT, cfg: RunConfig) -> GPT:
             extra = w.float().mean(dim=0, keepdim=True).expand(cfg.model.vocab_size - w.shape[0], -1)
             w = torch.cat([w, extra.to(w.dtype)])
         sd[name] = w
+    for name, p in grown.named_parameters():
+        if name.endswith("attn.k_shift") and name not in sd:
+            sd[name] = torch.zeros_like(p)
     ckpt.load_model_weights(grown, sd, "the grown base model")
     return grown
 

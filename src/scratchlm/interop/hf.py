@@ -61,9 +61,9 @@ NORM_EPS = 1e-5  # our LayerNorm and RMSNorm epsilon (model/norm.py)
 
 # What each Hugging Face class needs of our block options (`GPTConfig` fields).
 REQUIRED = {
-    "gpt2": {"norm": "layernorm", "mlp": "gelu", "position": "learned", "qk_norm": False, "tie_embeddings": True,
-             "logit_softcap": 0.0, "norm_position": "pre"},
-    "llama": {"norm": "rmsnorm", "mlp": ("swiglu", "relu2"), "position": "rope", "qk_norm": False,
+    "gpt2": {"norm": "layernorm", "mlp": "gelu", "position": "learned", "qk_norm": False, "key_shift": False,
+             "tie_embeddings": True, "logit_softcap": 0.0, "norm_position": "pre"},
+    "llama": {"norm": "rmsnorm", "mlp": ("swiglu", "relu2"), "position": "rope", "qk_norm": False, "key_shift": False,
               "logit_softcap": 0.0, "norm_position": "pre"},
 }
 # ReLU² exports exactly as a Llama MLP: with gate_proj = up_proj = W and hidden_act "relu",

@@ -17,7 +17,15 @@ GPUs), which computes the same thing without materialising the T×T weight matri
 
 Options (see docs/architecture-choices.md): fewer key/value heads than query heads
 (grouped-query attention, `model.n_kv_head`), a norm on each head's q and k
-(`model.qk_norm`), and rotary positions (`model.position = "rope"`).
+(`model.qk_norm`), rotary positions (`model.position = "rope"`), and a key shift
+(`model.key_shift`): each position's key also carries its predecessor's key,
+
+    k'ₜ = kₜ + s ⊙ kₜ₋₁         s: one learned weight per key channel, starting at 0
+
+so a query can look for "the position whose *previous* token was X" in a single layer.
+That is how an induction head copies ("after X came Y before, so Y again"), a pattern that
+otherwise needs two layers working together; it is a token shift as in RWKV, and one tap
+of Primer's depthwise convolution. It starts as a no-op and costs one multiply-add per key.
 """
 
 from __future__ import annotations
@@ -71,6 +79,7 @@ class KVCache:
         self.kv = torch.zeros(2, batch, n_head, max_len, head_dim, device=device, dtype=dtype)
         self.k, self.v = self.kv[0], self.kv[1]
         self.pos = 0
+        self.last_k: torch.Tensor | None = None  # key shift: the newest position's key before the shift
 
     def append(self, k: torch.Tensor, v: torch.Tensor):
         """Add (B, n_head, t, head_dim) keys and values; return all keys and values so far."""
@@ -95,10 +104,13 @@ class MultiHeadAttention(nn.Module):
     `c_proj` (Llama's o_proj) mixes the heads back together. With qk_norm, `q_norm` and
     `k_norm` normalise each head's q and k over D (one gain shared by all heads, as Qwen3
     and OLMo 2), before RoPE. Query head h uses key/value head h // (n_head / n_kv_head).
+    With key_shift, `k_shift` (one weight per key channel) adds each position's predecessor's
+    key to its own, before the norm and RoPE; the first position has no predecessor (zeros).
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, fast: bool = True, *,
-                 n_kv_head: int = 0, qk_norm: bool = False, norm: str = "layernorm", rope: bool = False,
+                 n_kv_head: int = 0, qk_norm: bool = False, key_shift: bool = False, norm: str = "layernorm",
+                 rope: bool = False,
                  rope_base: float = 10000.0, max_len: int = 0):
         super().__init__()
         assert n_embd % n_head == 0, "n_embd must be divisible by n_head"
@@ -110,6 +122,7 @@ class MultiHeadAttention(nn.Module):
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.q_norm = Norm(self.head_dim, norm, bias) if qk_norm else None
         self.k_norm = Norm(self.head_dim, norm, bias) if qk_norm else None
+        self.k_shift = nn.Parameter(torch.zeros(self.sizes[1])) if key_shift else None  # 0: starts as a no-op
         self.rope = rope
         if rope:  # cos/sin tables for every position; not saved in checkpoints (persistent=False)
             cos, sin = rope_tables(max_len, self.head_dim, rope_base)
@@ -125,6 +138,11 @@ class MultiHeadAttention(nn.Module):
         B, T, C = x.shape
         H, H_kv, D = self.n_head, self.n_kv_head, self.head_dim
         q, k, v = self.c_attn(x).split(self.sizes, dim=2)
+        if self.k_shift is not None:  # key shift: add the previous position's key (cached, or none at the start)
+            before = kv_cache.last_k if kv_cache is not None and kv_cache.pos > 0 else k.new_zeros(B, k.size(2))
+            if kv_cache is not None:
+                kv_cache.last_k = k[:, -1]
+            k = k + self.k_shift * torch.cat((before.unsqueeze(1), k[:, :-1]), dim=1)
         # (B, T, heads·D) -> (B, heads, T, D): each head attends independently
         q = q.view(B, T, H, D).transpose(1, 2)
         k, v = k.view(B, T, H_kv, D).transpose(1, 2), v.view(B, T, H_kv, D).transpose(1, 2)
@@ -179,7 +197,8 @@ class MultiHeadAttention(nn.Module):
                 b_qkv = b_qkv.clone()
                 b_qkv[:C] *= scale
         cos, sin = (self.rope_cos.to(dtype), self.rope_sin.to(dtype)) if self.rope else (None, None)
-        plain = q_norm is None and cos is None
+        shift = None if self.k_shift is None else self.k_shift.detach().to(dtype)
+        plain = q_norm is None and cos is None and shift is None
 
         def step(x: torch.Tensor, cache: KVCache) -> torch.Tensor:
             B = x.size(0)
@@ -189,6 +208,9 @@ class MultiHeadAttention(nn.Module):
                 q, kv = qkv[:, :C], qkv[:, C:].view(B, 2, H_kv, 1, D).transpose(0, 1)  # kv: (2, B, H_kv, 1, D)
             else:
                 q, k, v = qkv.split(sizes, dim=1)
+                if shift is not None:  # key shift: this token's key also carries the previous one's
+                    before, cache.last_k = cache.last_k if cache.pos > 0 else None, k
+                    k = k if before is None else k + shift * before
                 q, k = q.view(B, H, D), k.view(B, H_kv, D)
                 if q_norm is not None:
                     q, k = q_norm(q), k_norm(k)

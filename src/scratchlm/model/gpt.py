@@ -33,10 +33,10 @@ class GPTConfig:
 
     Parameter names per option (for export and visualisation): `transformer.wte`; `transformer.wpe` only
     with learned positions; `transformer.h.N.{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj}`,
-    plus `attn.q_norm` and `attn.k_norm` with qk_norm; `transformer.ln_f` only with pre-norm (a post-norm
-    block already ends with a norm); `lm_head` (the same tensor as wte when tied). Norms have no `bias`
-    for RMSNorm or bias=False. Row layouts of c_attn (q|k|v) and SwiGLU's c_fc (gate|up): see attention.py
-    and block.py.
+    plus `attn.q_norm` and `attn.k_norm` with qk_norm, `attn.k_shift` with key_shift; `transformer.ln_f` only
+    with pre-norm (a post-norm block already ends with a norm); `lm_head` (the same tensor as wte when tied).
+    Norms have no `bias` for RMSNorm or bias=False. Row layouts of c_attn (q|k|v) and SwiGLU's c_fc
+    (gate|up): see attention.py and block.py.
     """
 
     vocab_size: int = 50304  # set from the tokenizer by the training script
@@ -55,6 +55,7 @@ class GPTConfig:
     rope_base: float = 10000.0  # RoPE: the slowest pair turns once per ~2π·base positions
     n_kv_head: int = 0  # key/value heads (grouped-query attention); 0 = n_head
     qk_norm: bool = False  # normalise each head's q and k before the dot product
+    key_shift: bool = False  # each key also carries the previous position's key (a token shift; attention.py)
     tie_embeddings: bool = True  # lm_head shares wte's matrix
     logit_softcap: float = 0.0  # logits = cap·tanh(logits / cap); 0 = off
     attention: str = "fused"  # fused (PyTorch's kernel) | written (the five lines in attention.py)

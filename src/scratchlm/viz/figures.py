@@ -71,8 +71,10 @@ def _heatmap(fig, ax, a, title, cmap=VEC_CMAP, vlim=None, cbar_label="value"):
 # ---- the Q/K/V walkthrough ---------------------------------------------------------
 
 def _op(w, name: str) -> str:
-    """'X·W_q', or 'RoPE(norm(X·W_q))' when the model transforms q/k after the projection."""
+    """'X·W_q', or 'RoPE(norm(X·W_q))' when the model transforms q/k after the projection (shift: key_shift)."""
     s = f"X·W_{name}"
+    if name == "k" and "key_shift" in w.options:
+        s = f"shift({s})"
     if name in ("q", "k"):
         if "qk_norm" in w.options:
             s = f"norm({s})"
