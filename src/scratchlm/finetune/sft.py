@@ -11,7 +11,9 @@
 
 How fine-tuning differs from pretraining is in the defaults (`FINETUNE_DEFAULTS`): a short
 warm-up (the weights are already good), the learning rate held and then cooled down to zero as
-the budget runs out, evaluations every 100 steps. Too many large steps wash out what pretraining
+the budget runs out, evaluations every 100 steps, and a key shift in attention (`model.key_shift`,
+added at zero when the base has none): the answers are copied from the prompt, and the shift lets a
+single layer find "what came after this token before". Too many large steps wash out what pretraining
 learned ("catastrophic forgetting"); the held-out questions and `scratchlm sample` show both. The run
 folder is an ordinary run folder (so `sample`, `doctor`, `eval` and `chat` read it) plus
 chat_template.json (the template and the grown rows) and finetune.json (base run, data, counts).
@@ -53,8 +55,11 @@ FINETUNE_DEFAULTS = {
     "train.eval_interval": 100,
     "train.eval_tokens": 16384,
     "train.checkpoint_interval": 0,
-    "train.batch_size": 32,
+    "train.batch_size": 16,  # 855 steps of 16 beat 498 of 32 in the same 10 minutes: 39.8% against 38.0%
     "train.micro_batch_size": 0,
+    # every answer is copied from the passage; a key shift lets one attention layer copy, and the base
+    # gets it at zero (grow_vocabulary): 63.6% against 17.6% on "who speaks first" (docs/finetuning.md)
+    "model.key_shift": True,
 }
 
 
