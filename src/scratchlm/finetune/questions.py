@@ -19,7 +19,7 @@ and the random choices (which line, which kind) come from a generator seeded by 
 the passage's start. Passages are kept short (`max_chars`) so that passage, question and answer
 fit the main job's context of 128 tokens.
 
-With `rename` (`scratchlm data questions --random-names`) the training passages' speakers
+With `rename` (`scratchlm data questions --out DIR --random-names`) the training passages' speakers
 are renamed, consistently within a passage, to names drawn at random: half from the other
 plays' casts, half invented (KORVELA, SIR BASTIMO). A fine-tuned model answers far better on
 the training plays than on the held-out ones (64–77% against 10% on "who speaks first" after
