@@ -81,7 +81,8 @@ def main() -> int:
     for line in table(result):
         print(line)
     if args.train_questions:
-        own_names = write_questions(out / "questions-own-names")["train"]  # the training plays as they are
+        own_names = (write_questions(out / "questions-own-names")["train"] if args.random_names
+                     else paths["train"])  # the training plays with their own names
         seen = spread(read_questions(own_names), args.train_questions)
         print(f"the same run on {len(seen)} questions about the training plays (their own names):")
         for line in table(evaluate_run(out / "run" / "checkpoints" / "final", seen, baseline_model=False)):

@@ -110,8 +110,7 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, fast: bool = True, *,
                  n_kv_head: int = 0, qk_norm: bool = False, key_shift: bool = False, norm: str = "layernorm",
-                 rope: bool = False,
-                 rope_base: float = 10000.0, max_len: int = 0):
+                 rope: bool = False, rope_base: float = 10000.0, max_len: int = 0):
         super().__init__()
         assert n_embd % n_head == 0, "n_embd must be divisible by n_head"
         self.n_head, self.head_dim = n_head, n_embd // n_head
@@ -209,8 +208,8 @@ class MultiHeadAttention(nn.Module):
             else:
                 q, k, v = qkv.split(sizes, dim=1)
                 if shift is not None:  # key shift: this token's key also carries the previous one's
-                    before, cache.last_k = cache.last_k if cache.pos > 0 else None, k
-                    k = k if before is None else k + shift * before
+                    raw, k = k, (k + shift * cache.last_k if cache.pos > 0 else k)
+                    cache.last_k = raw
                 q, k = q.view(B, H, D), k.view(B, H_kv, D)
                 if q_norm is not None:
                     q, k = q_norm(q), k_norm(k)
