@@ -94,6 +94,20 @@ def test_a_key_shift_added_for_fine_tuning_starts_as_a_no_op(tmp_path):
     assert summary["step"] == 3 and load_run(tmp_path / "ft").config.model.key_shift
 
 
+def test_the_key_shift_learns_at_its_own_rate(tmp_path):
+    """train.key_shift_lr_ratio: the trainer's schedule gives the shift's group lr × the ratio. Adam's first
+    step moves each entry by exactly its lr (m̂ / sqrt(v̂) = ±1), so one step shows the ratio."""
+    base, data = make_base_run(tmp_path / "base"), toy_questions(tmp_path / "toy.jsonl")
+    moved = {}
+    for ratio in (1, 10):
+        run_finetune(base, data, tmp_path / f"ft{ratio}",
+                     overrides=FAST + ["train.max_steps=1", f"train.key_shift_lr_ratio={ratio}"])
+        blocks = load_run(tmp_path / f"ft{ratio}").model.transformer.h
+        moved[ratio] = max(b.attn.k_shift.abs().max().item() for b in blocks)
+    assert moved[1] == pytest.approx(3e-3 / 5, rel=1e-2)  # the first warm-up step's lr (lr / warmup_steps), less eps
+    assert moved[10] == pytest.approx(10 * moved[1], rel=1e-3)
+
+
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
     """A tiny model from random weights, fine-tuned on the toy task (shared by the tests below)."""

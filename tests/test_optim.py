@@ -73,3 +73,28 @@ def test_fused_or_foreach_on_cpu():
     loss.backward()
     opt.step()  # the chosen implementation runs on this machine
     assert not torch.equal(before, model.transformer.wte.weight)
+
+
+@pytest.mark.parametrize("kind", ["adamw", "muon"])
+def test_key_shift_weights_get_a_group_of_their_own_with_a_scaled_lr(kind):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=32, block_size=8, n_layer=2, n_head=2, n_embd=16, key_shift=True))
+    names = {id(p): n for n, p in model.named_parameters()}
+    plain, _ = make_optimizer(model, LR, 0.1, (0.9, 0.95), "cpu", kind)
+    opt, _ = make_optimizer(model, LR, 0.1, (0.9, 0.95), "cpu", kind, key_shift_lr_ratio=10.0)
+    shift = {n for n in names.values() if n.endswith("attn.k_shift")}
+    assert len(shift) == 2
+    apart = [g for g in opt.param_groups if "lr_scale" in g]
+    assert len(apart) == 1 and apart[0]["lr_scale"] == 10.0 and apart[0]["weight_decay"] == 0.0
+    assert {names[id(p)] for p in apart[0]["params"]} == shift
+    # every other parameter keeps its group and settings; each parameter is in exactly one group
+    assert len(opt.param_groups) == len(plain.param_groups) + 1
+    for old, new in zip(plain.param_groups, opt.param_groups):
+        assert {names[id(p)] for p in old["params"]} - shift == {names[id(p)] for p in new["params"]}
+        assert old["weight_decay"] == new["weight_decay"] and old.get("muon") == new.get("muon")
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(names)
+    # a ratio of 1, or a model without a key shift: the groups as before
+    assert len(make_optimizer(model, LR, 0.1, (0.9, 0.95), "cpu", kind, key_shift_lr_ratio=1.0)[0].param_groups) \
+        == len(plain.param_groups)
+    assert all("lr_scale" not in g for g in make_optimizer(small_gpt(), LR, 0.1, (0.9, 0.95), "cpu", kind,
+                                                           key_shift_lr_ratio=10.0)[0].param_groups)

@@ -54,6 +54,7 @@ class TrainConfig:
     weight_decay: float = 0.1  # applied to matrices only
     optimizer: str = "adamw"  # adamw | muon (Muon for the blocks' matrices, AdamW for the rest: train/muon.py)
     muon_lr_ratio: float = 1.0  # muon: the matrices' learning rate is lr × this
+    key_shift_lr_ratio: float = 1.0  # model.key_shift: its weights' learning rate is lr × this
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 = no clipping
@@ -273,6 +274,8 @@ def validate(cfg: RunConfig) -> None:
     _require(0 <= t.weight_decay <= 10, "train.weight_decay", "must be in [0, 10]", t.weight_decay)
     _require(t.optimizer in ("adamw", "muon"), "train.optimizer", "adamw or muon", t.optimizer)
     _require(0 < t.muon_lr_ratio <= 100, "train.muon_lr_ratio", "must be in (0, 100]", t.muon_lr_ratio)
+    _require(0 < t.key_shift_lr_ratio <= 100, "train.key_shift_lr_ratio", "must be in (0, 100]",
+             t.key_shift_lr_ratio)
     _require(not (t.optimizer == "muon" and t.fsdp), "train.optimizer", "muon needs whole matrices: use DDP "
              "(train.fsdp false) or adamw", t.optimizer)
     _require(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2", "must be in [0, 1)", (t.beta1, t.beta2))

@@ -123,7 +123,7 @@ class Trainer:
             fsdp_wrap(self.model, rt)
         self.optimizer, self.optimizer_kind = make_optimizer(self.model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2),
                                                              "fsdp" if self.fsdp else rt.device.type,
-                                                             tc.optimizer, tc.muon_lr_ratio)
+                                                             tc.optimizer, tc.muon_lr_ratio, tc.key_shift_lr_ratio)
         if tc.compile:
             self.model = torch.compile(self.model)
         if rt.distributed and not self.fsdp:
@@ -163,6 +163,8 @@ class Trainer:
         n_train = self.train_batches.num_tokens
         opt_name = (f"Muon (block matrices, lr × {tc.muon_lr_ratio:g}) + AdamW (the rest)" if tc.optimizer == "muon"
                     else f"AdamW ({self.optimizer_kind})")
+        if any("lr_scale" in g for g in self.optimizer.param_groups):
+            opt_name += f", the key shift at lr × {tc.key_shift_lr_ratio:g}"
         lines = [
             f"model      {m.num_params() / 1e6:.2f}M parameters ({m.num_params(False) / 1e6:.2f}M with position "
             f"embeddings): {mc.n_layer} layers × {mc.n_head} heads × {mc.n_embd} wide, context {mc.block_size}, "
@@ -339,7 +341,7 @@ class Trainer:
         tc, rt, model = self.cfg.train, self.rt, self.model
         lr = lr_at(self.step, self.progress(), self.warmup_end_progress, tc) * self.guard.lr_scale
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)  # a group of its own may learn faster (key_shift_apart)
         loss_sum = torch.zeros((), device=rt.device)
         for micro_step in range(self.accum_steps):
             x, y = self.train_batches.get(self.step + self.data_skip, rt.rank * self.accum_steps + micro_step,

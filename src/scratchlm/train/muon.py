@@ -1,6 +1,6 @@
 """Muon: an optimizer for weight matrices that orthogonalises its momentum (Newton-Schulz).
 
-`train.optimizer = muon` uses it (through `optim.make_optimizer`): Muon for the blocks'
+`train.optimizer = muon` uses it (through `optim.make_optimizer`, with `muon_groups`): Muon for the blocks'
 2-D weight matrices, AdamW for embeddings, the head, gains and biases, in one optimizer.
 """
 
@@ -53,8 +53,8 @@ class Muon(torch.optim.Optimizer):
 
     Each parameter group says which rule it follows ("muon": True or False), so one
     `state_dict` holds both kinds of state (checkpoints and exact resume need nothing more),
-    and the trainer's schedule sets every group's "lr" as for AdamW. A Muon group scales
-    that lr by its "lr_ratio".
+    and the trainer's schedule sets every group's "lr" as for AdamW (times the group's
+    "lr_scale", if it has one). A Muon group scales that lr by its "lr_ratio".
 
     Muon step for a matrix W of shape (d_out, d_in), gradient G:
         M <- momentum * M + (1 - momentum) * G          (a running mean of gradients)
@@ -126,9 +126,9 @@ class Muon(torch.optim.Optimizer):
             p.addcdiv_(m, denom, value=-lr / (1 - beta1**t))
 
 
-def make_muon(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
-              lr_ratio: float = 1.0) -> Muon:
-    """Muon for the blocks' 2-D weight matrices; AdamW for embeddings, the head, gains and biases.
+def muon_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Parameter groups: Muon for the blocks' 2-D weight matrices; AdamW for embeddings, the head,
+    gains and biases.
 
     Why not Muon everywhere: an embedding table is not a linear map but a list of vectors,
     one per token, and its gradient only touches the rows of the tokens in the batch;
@@ -148,4 +148,4 @@ def make_muon(model: torch.nn.Module, lr: float, weight_decay: float, betas: tup
     groups = [{"params": hidden, "muon": True, "weight_decay": weight_decay},
               {"params": other_matrices, "muon": False, "weight_decay": weight_decay},
               {"params": vectors, "muon": False, "weight_decay": 0.0}]
-    return Muon([g for g in groups if g["params"]], lr=lr, betas=betas, lr_ratio=lr_ratio)
+    return [g for g in groups if g["params"]]

@@ -15,20 +15,38 @@ import math
 import torch
 
 from ..errors import ScratchLMError
-from .muon import make_muon
+from .muon import Muon, muon_groups
+
+
+def key_shift_apart(model: torch.nn.Module, groups: list[dict], ratio: float) -> list[dict]:
+    """The groups with the key-shift weights (`model.key_shift`) moved to a group of their own whose
+    learning rate is × `ratio` (its "lr_scale", which the trainer's schedule applies); unchanged
+    when the model has none or the ratio is 1.
+
+    Why they may want more: each is a vector that starts at zero, and Adam moves an entry by at most
+    about lr per step. At fine-tuning's lr of 3e-3 a shift needs hundreds of steps to reach the size
+    of a key, and until it does the copying heads it enables cannot form (docs/finetuning.md)."""
+    shift = {id(p) for n, p in model.named_parameters() if n.endswith("attn.k_shift")}
+    if not shift or ratio == 1.0:
+        return groups
+    out = [{**g, "params": [p for p in g["params"] if id(p) not in shift]} for g in groups]
+    apart = [p for g in groups for p in g["params"] if id(p) in shift]
+    return [g for g in out if g["params"]] + [{**groups[-1], "params": apart, "weight_decay": 0.0, "lr_scale": ratio}]
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
-                   device_type: str, kind: str = "adamw", muon_lr_ratio: float = 1.0):
+                   device_type: str, kind: str = "adamw", muon_lr_ratio: float = 1.0, key_shift_lr_ratio: float = 1.0):
     """(optimizer, implementation): AdamW ("fused" or "foreach"), or with kind="muon" our `Muon` ("muon")."""
     if kind == "muon":
         if device_type == "fsdp":  # Newton-Schulz needs whole matrices; FSDP gives each rank a slice
             raise ScratchLMError("train.optimizer=muon does not work with train.fsdp=true; use DDP (fsdp false)")
-        return make_muon(model, lr, weight_decay, betas, muon_lr_ratio), "muon"
+        groups = key_shift_apart(model, muon_groups(model, weight_decay), key_shift_lr_ratio)
+        return Muon(groups, lr=lr, betas=betas, lr_ratio=muon_lr_ratio), "muon"
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]  # matmul weights and embeddings
     no_decay = [p for p in params if p.dim() < 2]  # biases and LayerNorm gains
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = key_shift_apart(model, groups, key_shift_lr_ratio)
     # The fused kernel does the whole update in one pass over memory (CUDA and, in
     # recent PyTorch, CPU); foreach batches the per-tensor ops. Either beats a Python loop.
     fused_ok = "fused" in inspect.signature(torch.optim.AdamW).parameters and device_type in ("cuda", "cpu")
