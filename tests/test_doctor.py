@@ -220,6 +220,20 @@ def test_initial_loss_far_from_ln_vocab_fires():
     assert "init" in d.findings[0].cause
 
 
+def test_initial_loss_is_not_expected_from_trained_weights():
+    """Fine-tuning and --init-from start from a trained model: a first loss far below ln(vocab) is the point."""
+    d = Doctor(RunInfo(vocab_size=2051, max_steps=100, from_weights=True))
+    d.step({"step": 1, "loss": 2.0, "lr": 1e-4, "grad_norm": 1.0, "tokens_per_s": 1e5, "time": 0.0})
+    assert d.findings == []
+    status, evidence = d.by_key()["initial_loss"].status()
+    assert "trained weights" in evidence
+    # its repetition probe samples plain text: a fine-tuned model that loops there has drifted, it is not "narrow"
+    for step in (100, 200):
+        d.probe({"kind": "repetition", "step": step, "rep": 0.98, "ref_rep": 0.17, "distinct": 0.02,
+                 "ref_distinct": 0.9, "text": "<|end|>IIIIIIII"})
+    assert [f.key for f in d.findings] == ["repetition"] and "forgetting" in d.findings[0].cause
+
+
 def test_rewound_records_after_a_resume_are_dropped():
     recs = [{"step": s, "loss": 1.0} for s in (1, 2, 3, 4)] + [{"event": "resume", "step": 2}] + [{"step": s, "loss": 2.0} for s in (3, 4, 5)]
     kept = [(r["step"], r.get("loss")) for r in drop_rewound(recs) if "loss" in r]

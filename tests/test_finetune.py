@@ -264,6 +264,10 @@ def test_the_live_doctor_watches_a_fine_tuning_run(tmp_path, capsys):
     assert "internal error" not in capsys.readouterr().out
     probes = [json.loads(line) for line in (tmp_path / "ft" / "probes.jsonl").read_text().splitlines()]
     assert probes[0]["kind"] == "start" and probes[0]["unigram_loss"] > 0
+    assert probes[0]["from_weights"]  # so the ln(vocab) check of the first loss is off, live and in `doctor`
+    from scratchlm.doctor.diagnose import diagnose
+    row = next(r for r in diagnose(tmp_path / "ft")["rows"] if r["key"] == "initial_loss")
+    assert row["finding"] is None and "trained weights" in row["evidence"]
     assert any(p["kind"] == "repetition" for p in probes)
 
 

@@ -104,6 +104,7 @@ class RunInfo:
     compile: bool = False
     unigram_loss: float | None = None  # entropy of the training tokens' frequencies (nats)
     temperature: float | None = None  # the sampling temperature of the repetition probe
+    from_weights: bool = False  # started from trained weights (fine-tuning, --init-from), not a fresh init
 
     @classmethod
     def from_config(cls, cfg: dict, **extra) -> "RunInfo":
@@ -209,6 +210,9 @@ class InitialLoss(Detector):
     key, symptom, row = "initial_loss", "initial loss far from ln(vocab size)", "Initial loss far from ln(vocab)"
 
     def on_step(self, rec, board):
+        if self.run.from_weights:  # a trained model is meant to beat chance at step 1
+            self.summary = "the run starts from trained weights (fine-tuning or --init-from): no ln(vocab) to expect"
+            return None
         if self.measured or rec["step"] != 1:
             if not self.measured and rec["step"] > 1:
                 self.summary = "the run's first step is not in the record (resumed run)"
@@ -503,7 +507,12 @@ class Repetition(Detector):
         T, n_embd = self.run.temperature, self.run.n_embd
         narrow = n_embd and n_embd < self.th.narrow_embd
         widen = f"widen the model (e.g. --model.n_embd {max(2 * n_embd, self.th.narrow_embd)})"
-        if T is not None and T < self.th.low_temperature:  # cold sampling loops first: check it before the width
+        if self.run.from_weights:  # a fine-tuned model answering plain text in its answers' shape, not a small one
+            cause = ("the run started from trained weights and has drifted away from plain text: the probe samples "
+                     "plain text, and the new training (fine-tuning) taught another habit (catastrophic forgetting)")
+            fix = ("if plain text still matters: a lower --train.lr, fewer steps, or plain text mixed into the data; "
+                   "a chat model is better judged with `scratchlm eval` and `scratchlm chat`")
+        elif T is not None and T < self.th.low_temperature:  # cold sampling loops first: check it before the width
             cause = (
                 f"sampling is {'greedy' if T == 0 else 'nearly greedy'} (temperature {T:g}): the likeliest "
                 "token wins every "

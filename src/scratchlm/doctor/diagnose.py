@@ -46,7 +46,8 @@ def diagnose(run_dir, th: Thresholds | None = None) -> dict:
     cfg = run["config"]
     start = next((p for p in run["probes"] if p.get("kind") == "start"), {})
     info = RunInfo.from_config(
-        cfg, **{k: start[k] for k in ("device", "dtype", "world", "n_params", "unigram_loss") if k in start}
+        cfg, **{k: start[k] for k in ("device", "dtype", "world", "n_params", "unigram_loss", "from_weights")
+                if k in start}
     )
     doctor = Doctor(info, th)
     replay(doctor, run["steps"], run["evals"], run["probes"])

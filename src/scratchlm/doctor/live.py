@@ -96,6 +96,7 @@ class LiveDoctor(Watcher):
             world=t.rt.world,
             n_params=t.raw_model.num_params(),
             unigram_loss=unigram_entropy(t.train_batches.data),
+            from_weights=t.from_weights,
         )
         self.doctor = Doctor(run, self.th)
         if t.step > 0:  # resumed: rebuild the detectors' history silently, keep earlier findings
@@ -122,6 +123,7 @@ class LiveDoctor(Watcher):
                 "n_params": run.n_params,
                 "tokens_per_step": run.tokens_per_step,
                 "unigram_loss": run.unigram_loss,
+                "from_weights": run.from_weights,
             },
         )
 

@@ -110,6 +110,8 @@ class Trainer:
         self.train_batches: BatchSource = batch_source(data["train"], T, rt.device, tc.seed, "training")
         self.val_batches: BatchSource = batch_source(data["val"], T, rt.device, tc.seed, "validation")
         torch.manual_seed(tc.seed)
+        # handed trained weights (fine-tuning, --init-from): the doctor does not expect a first loss of ln(vocab)
+        self.from_weights = model is not None
         if model is None:
             model = GPT(cfg.model)
         elif model.config != cfg.model:
