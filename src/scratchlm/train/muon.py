@@ -1,7 +1,8 @@
 """Muon: an optimizer for weight matrices that orthogonalises its momentum (Newton-Schulz).
 
-`train.optimizer = muon` uses it (through `optim.make_optimizer`, with `muon_groups`): Muon for the blocks'
-2-D weight matrices, AdamW for embeddings, the head, gains and biases, in one optimizer.
+`train.optimizer = muon` uses it (`optim.make_optimizer` builds it from `muon_groups`): Muon
+for the blocks' 2-D weight matrices, AdamW for embeddings, the head, gains and biases, in one
+optimizer.
 """
 
 from __future__ import annotations

@@ -29,9 +29,10 @@ def key_shift_apart(model: torch.nn.Module, groups: list[dict], ratio: float) ->
     shift = {id(p) for n, p in model.named_parameters() if n.endswith("attn.k_shift")}
     if not shift or ratio == 1.0:
         return groups
+    home = next(g for g in groups if any(id(p) in shift for p in g["params"]))  # the vectors' group: its settings
     out = [{**g, "params": [p for p in g["params"] if id(p) not in shift]} for g in groups]
-    apart = [p for g in groups for p in g["params"] if id(p) in shift]
-    return [g for g in out if g["params"]] + [{**groups[-1], "params": apart, "weight_decay": 0.0, "lr_scale": ratio}]
+    apart = [p for p in home["params"] if id(p) in shift]
+    return [g for g in out if g["params"]] + [{**home, "params": apart, "weight_decay": 0.0, "lr_scale": ratio}]
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],

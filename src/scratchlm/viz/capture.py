@@ -11,8 +11,9 @@ attention the layer calls with capture on) and keep what it is given and gives b
 So Q and K are what attention really compares: after the key shift (`key_shift`), the
 per-head norm (`qk_norm`) and the rotary positions (`position = "rope"`) when the run uses
 them; with grouped-query attention (`n_kv_head` < `n_head`) K and V are the shared
-key/value head this query head reads. Next to them we compute X·W_q, X·W_k, X·W_v from the layer's weights, so
-a figure can show both the plain projection and what the options turned it into.
+key/value head this query head reads. Next to them we compute X·W_q, X·W_k, X·W_v from
+the layer's weights, so a figure can show both the plain projection and what the options
+turned it into.
 """
 
 from __future__ import annotations
