@@ -13,8 +13,8 @@
 
 `--train-questions N` also scores N questions about the *training* plays (their own names):
 far higher than on the held-out plays means the model answers from the casts it learnt, not
-by copying from the passage (docs/finetuning.md). `--random-names` fine-tunes on passages
-whose speakers are renamed at random (`scratchlm data questions --random-names`).
+by copying from the passage (docs/finetuning.md). The training passages' speakers are renamed at
+random, as `scratchlm data questions` does; `--own-names` keeps them (`data questions --own-names`).
 
 Timings depend on the machine and on what else runs on it: the load average at the start and
 the end is printed with the results.
@@ -56,12 +56,13 @@ def main() -> int:
     ap.add_argument("--no-base", action="store_true", help="skip the base model's column (halves the eval time)")
     ap.add_argument("--train-questions", type=int, default=0, metavar="N",
                     help="also score N questions about the training plays (0 = none)")
-    ap.add_argument("--random-names", action="store_true", help="fine-tune on passages with random speaker names")
+    ap.add_argument("--own-names", action="store_true", help="fine-tune on passages with their own speakers' names "
+                    "(by default they are renamed at random)")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.lr=1e-3 train.batch_size=16")
     args = ap.parse_args()
     out = Path(args.out)
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
-    paths = write_questions(out / "questions", rename=args.random_names)
+    paths = write_questions(out / "questions", rename=not args.own_names)
     rows = read_questions(paths["eval"])
     rows = spread(rows, args.limit)
 
@@ -81,8 +82,8 @@ def main() -> int:
     for line in table(result):
         print(line)
     if args.train_questions:
-        own_names = (write_questions(out / "questions-own-names")["train"] if args.random_names
-                     else paths["train"])  # the training plays with their own names
+        own_names = (paths["train"] if args.own_names
+                     else write_questions(out / "questions-own-names", rename=False)["train"])  # their own names
         seen = spread(read_questions(own_names), args.train_questions)
         print(f"the same run on {len(seen)} questions about the training plays (their own names):")
         for line in table(evaluate_run(out / "run" / "checkpoints" / "final", seen, baseline_model=False)):

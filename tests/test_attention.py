@@ -84,7 +84,8 @@ def _loss_and_grads(model, x, y):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("options", [{}, {"n_kv_head": 2, "position": "rope", "qk_norm": True, "key_shift": True}])
+@pytest.mark.parametrize("options", [{}, {"n_kv_head": 2, "position": "rope", "qk_norm": True, "key_shift": True,
+                                          "shift_taps": 2}])
 def test_fused_and_written_models_give_the_same_loss_and_gradients(options):
     """model.attention = fused | written: the same numbers to 1e-5 in fp32, forward and backward."""
     cfg = GPTConfig(vocab_size=61, block_size=16, n_layer=2, n_head=4, n_embd=32, **options)
@@ -131,3 +132,29 @@ def test_key_shift_adds_the_previous_keys_weighted_per_channel():
     y = F.scaled_dot_product_attention(*heads, is_causal=True).transpose(1, 2).reshape(2, 7, 32)
     torch.testing.assert_close(attn(x), attn.c_proj(y), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(attn(x), plain(x), atol=1e-3)
+
+
+def test_shift_taps_add_the_keys_and_queries_further_back():
+    """shift_taps = 3: k'_t = k_t + s1 k_{t-1} + s2 k_{t-2} + s3 k_{t-3}, q'_t = q_t + r1 q_{t-1} + r2 q_{t-2},
+    with zeros before the first position; all weights start at 0 (a no-op on a trained model)."""
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(32, 4, key_shift=True, shift_taps=3)
+    assert attn.k_shift_far.shape == (2 * 32,) and attn.q_shift.shape == (2 * 32,)  # 2 rows each, flat
+    plain = MultiHeadAttention(32, 4)
+    plain.load_state_dict({k: v for k, v in attn.state_dict().items() if "shift" not in k})
+    x = torch.randn(2, 7, 32)
+    torch.testing.assert_close(attn(x), plain(x))
+    with torch.no_grad():
+        for p in (attn.k_shift, attn.k_shift_far, attn.q_shift):
+            p.copy_(torch.randn_like(p))
+    q, k, v = attn.c_attn(x).split(32, dim=2)
+
+    def back(z, i):  # z moved i positions later, zeros in front
+        return torch.cat((torch.zeros(2, i, 32), z[:, :-i]), dim=1)
+
+    s, r = attn.k_shift_far.view(2, 32), attn.q_shift.view(2, 32)
+    k = k + attn.k_shift * back(k, 1) + s[0] * back(k, 2) + s[1] * back(k, 3)
+    q = q + r[0] * back(q, 1) + r[1] * back(q, 2)
+    heads = [t.view(2, 7, 4, 8).transpose(1, 2) for t in (q, k, v)]
+    y = F.scaled_dot_product_attention(*heads, is_causal=True).transpose(1, 2).reshape(2, 7, 32)
+    torch.testing.assert_close(attn(x), attn.c_proj(y), atol=1e-5, rtol=1e-5)

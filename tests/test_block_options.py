@@ -36,6 +36,7 @@ OPTIONS = {
     "qk_norm": {"qk_norm": True},
     "key_shift": {"key_shift": True},
     "key_shift + gqa + rope": {"key_shift": True, "n_kv_head": 2, "position": "rope"},
+    "shift_taps 3 + gqa + rope": {"key_shift": True, "shift_taps": 3, "n_kv_head": 2, "position": "rope"},
     "untied": {"tie_embeddings": False},
     "no bias": {"bias": False},
     "softcap": {"logit_softcap": 3.0},
@@ -44,7 +45,7 @@ OPTIONS = {
     "llama": {"norm": "rmsnorm", "mlp": "swiglu", "position": "rope", "n_kv_head": 2, "bias": False,
               "tie_embeddings": False},
     "everything": {"norm": "rmsnorm", "mlp": "relu2", "position": "rope", "n_kv_head": 1, "qk_norm": True,
-                   "key_shift": True, "logit_softcap": 5.0, "norm_position": "post", "attention": "written"},
+                   "key_shift": True, "shift_taps": 2, "logit_softcap": 5.0, "norm_position": "post", "attention": "written"},
 }
 
 

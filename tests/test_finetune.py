@@ -83,9 +83,9 @@ def test_a_key_shift_added_for_fine_tuning_starts_as_a_no_op(tmp_path):
     base = load_run(make_base_run(tmp_path / "base"))
     cfg = base.config
     cfg.model.vocab_size += 3
-    cfg.model.key_shift = True
+    cfg.model.key_shift, cfg.model.shift_taps = True, 2
     model = grow_vocabulary(base.model, cfg).eval()
-    assert all(not b.attn.k_shift.any() for b in model.transformer.h)
+    assert all(not p.any() for b in model.transformer.h for p in (b.attn.k_shift, b.attn.k_shift_far, b.attn.q_shift))
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     with torch.no_grad():
         torch.testing.assert_close(model(ids)[0][..., :-3], base.model(ids)[0])

@@ -236,14 +236,14 @@ def test_training_questions_use_random_names_and_held_out_plays_their_own():
     from scratchlm.finetune.questions import build_questions
 
     plays = {"comedies/twelfth-night": PLAY * 3, "comedies/a": PLAY * 3, "tragedies/b": PLAY * 3}
-    qs = build_questions(plays=plays, rename=True)
+    qs = build_questions(plays=plays)  # renamed by default
     assert qs["eval"] and qs["train"]
     for q in qs["eval"]:
         if q["kind"] != "next":
             assert q["messages"][1]["content"] in ("BERNARDO", "FRANCISCO")
     names = {q["messages"][1]["content"] for q in qs["train"] if q["kind"] != "next"}
     assert len(names) > 10  # invented names beside the (here two-name) cast
-    kept = build_questions(plays=plays)["train"]  # the default keeps the plays' own names
+    kept = build_questions(plays=plays, rename=False)["train"]  # `data questions --own-names`
     assert {q["messages"][1]["content"] for q in kept if q["kind"] != "next"} <= {"BERNARDO", "FRANCISCO"}
     for q in qs["train"]:  # still answerable from the passage
         assert q["messages"][1]["content"] in q["messages"][0]["content"].rsplit("\n\n", 1)[0]

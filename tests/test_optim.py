@@ -75,15 +75,16 @@ def test_fused_or_foreach_on_cpu():
     assert not torch.equal(before, model.transformer.wte.weight)
 
 
-@pytest.mark.parametrize("kind", ["adamw", "muon"])
-def test_key_shift_weights_get_a_group_of_their_own_with_a_scaled_lr(kind):
+@pytest.mark.parametrize("kind,taps", [("adamw", 1), ("muon", 1), ("muon", 2)])
+def test_key_shift_weights_get_a_group_of_their_own_with_a_scaled_lr(kind, taps):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=32, block_size=8, n_layer=2, n_head=2, n_embd=16, key_shift=True))
+    model = GPT(GPTConfig(vocab_size=32, block_size=8, n_layer=2, n_head=2, n_embd=16, key_shift=True,
+                          shift_taps=taps))
     names = {id(p): n for n, p in model.named_parameters()}
     plain, _ = make_optimizer(model, LR, 0.1, (0.9, 0.95), "cpu", kind)
     opt, _ = make_optimizer(model, LR, 0.1, (0.9, 0.95), "cpu", kind, key_shift_lr_ratio=10.0)
-    shift = {n for n in names.values() if n.endswith("attn.k_shift")}
-    assert len(shift) == 2
+    shift = {n for n in names.values() if "shift" in n}
+    assert len(shift) == 2 * (1 if taps == 1 else 3)  # k_shift; with 2 taps also k_shift_far and q_shift
     apart = [g for g in opt.param_groups if "lr_scale" in g]
     assert len(apart) == 1 and apart[0]["lr_scale"] == 10.0 and apart[0]["weight_decay"] == 0.0
     assert {names[id(p)] for p in apart[0]["params"]} == shift

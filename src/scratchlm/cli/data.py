@@ -25,16 +25,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     q.add_argument("--max-chars", type=int, default=MAX_CHARS,
                    help=f"passage length in characters (default {MAX_CHARS}: fits a 128-token context)")
     q.add_argument("--eval-every", type=int, default=4, help="evaluation passages start every N speeches (default 4)")
-    q.add_argument("--random-names", action="store_true",
-                   help="rename the training passages' speakers at random (half from other plays, half invented), "
-                        "so a model cannot answer from the casts it knows; the held-out plays keep their names")
+    q.add_argument("--own-names", action="store_true",
+                   help="keep the training passages' own speakers (by default they are renamed at random, half from "
+                        "other plays and half invented, so a model cannot answer from the casts it knows; the "
+                        "held-out plays always keep their names)")
     p.set_defaults(run=run)
     return p
 
 
 def run(args, rest: list[str]) -> int:
     no_extra_args(rest)
-    paths = write_questions(args.out, max_chars=args.max_chars, eval_every=args.eval_every, rename=args.random_names)
+    paths = write_questions(args.out, max_chars=args.max_chars, eval_every=args.eval_every, rename=not args.own_names)
     for split, path in paths.items():
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
         per_kind = counts(rows)

@@ -19,13 +19,14 @@ and the random choices (which line, which kind) come from a generator seeded by 
 the passage's start. Passages are kept short (`max_chars`) so that passage, question and answer
 fit the main job's context of 128 tokens.
 
-With `rename` (`scratchlm data questions --out DIR --random-names`) the training passages' speakers
-are renamed, consistently within a passage, to names drawn at random: half from the other
-plays' casts, half invented (KORVELA, SIR BASTIMO). A fine-tuned model answers far better on
-the training plays than on the held-out ones (64–77% against 10% on "who speaks first" after
-230 steps, docs/finetuning.md): it partly answers from the casts it knows. Random names take
-that away, so the answer can only be copied from the passage — but in a 10-minute fine-tune
-they did worse on the held-out plays (3.8% against 9.6%), so they are not the default.
+The training passages' speakers are renamed (`rename`, the default; `scratchlm data questions
+--own-names` keeps them), consistently within a passage, to names drawn at random: half from
+the other plays' casts, half invented (KORVELA, SIR BASTIMO). With their own names a
+fine-tuned model partly answers from the casts it knows (64–77% against 10% on "who speaks
+first" about training and held-out plays after 230 steps, docs/finetuning.md), and it learns
+what follows a title: after "SIR" it put probability 0.00 on " AND" of SIR ANDREW, because
+no training play has one. Random names take that away, so the answer can only be copied
+from the passage: 90.9% against 81.8% on "who speaks first" in 10 minutes (docs/finetuning.md).
 """
 
 from __future__ import annotations
@@ -150,10 +151,10 @@ def play_questions(name: str, play: str, every: int = 1, max_chars: int = MAX_CH
 
 
 def build_questions(train_every: int = 1, eval_every: int = 4, max_chars: int = MAX_CHARS,
-                    plays: dict[str, str] | None = None, rename: bool = False) -> dict[str, list[dict]]:
+                    plays: dict[str, str] | None = None, rename: bool = True) -> dict[str, list[dict]]:
     """{'train': questions from the training plays, 'eval': from the held-out plays}. With `rename`
-    the training passages' speakers get random names (see the module's docstring); the held-out
-    plays keep their own."""
+    (the default) the training passages' speakers get random names (see the module's docstring);
+    the held-out plays keep their own."""
     plays = plays if plays is not None else load_plays()
     train_names, eval_names = split_plays(plays)
     cast = sorted({s for n in train_names for s, _ in speeches(plays[n])}) if rename else None

@@ -5,6 +5,7 @@ from .block import MLP, TransformerBlock
 from .decode import Decoder
 from .gpt import GPT, GPTConfig
 from .norm import Norm
+from .shift import SHIFT_WEIGHTS
 
-__all__ = ["GPT", "Decoder", "GPTConfig", "KVCache", "MLP", "MultiHeadAttention", "Norm", "TransformerBlock",
-           "causal_mask", "scaled_dot_product_attention"]
+__all__ = ["SHIFT_WEIGHTS", "GPT", "Decoder", "GPTConfig", "KVCache", "MLP", "MultiHeadAttention", "Norm",
+           "TransformerBlock", "causal_mask", "scaled_dot_product_attention"]

@@ -18,14 +18,8 @@ GPUs), which computes the same thing without materialising the T×T weight matri
 Options (see docs/architecture-choices.md): fewer key/value heads than query heads
 (grouped-query attention, `model.n_kv_head`), a norm on each head's q and k
 (`model.qk_norm`), rotary positions (`model.position = "rope"`), and a key shift
-(`model.key_shift`): each position's key also carries its predecessor's key,
-
-    k'ₜ = kₜ + s ⊙ kₜ₋₁         s: one learned weight per key channel, starting at 0
-
-so a query can look for "the position whose *previous* token was X" in a single layer.
-That is how an induction head copies ("after X came Y before, so Y again"), a pattern that
-otherwise needs two layers working together; it is a token shift as in RWKV, and one tap
-of Primer's depthwise convolution. It starts as a no-op and costs one multiply-add per key.
+(`model.key_shift`, `model.shift_taps`; shift.py): each key also carries the keys before it,
+so one layer can copy the way an induction head does.
 """
 
 from __future__ import annotations
@@ -38,6 +32,7 @@ import torch.nn.functional as F
 
 from .norm import Norm
 from .rope import apply_rope, rope_tables
+from .shift import shift_qk, shift_weights
 
 
 def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
@@ -79,7 +74,7 @@ class KVCache:
         self.kv = torch.zeros(2, batch, n_head, max_len, head_dim, device=device, dtype=dtype)
         self.k, self.v = self.kv[0], self.kv[1]
         self.pos = 0
-        self.last_k: torch.Tensor | None = None  # key shift: the newest position's key before the shift
+        self.past_k = self.past_q = None  # key shift: the newest positions' keys and queries before the shift
 
     def append(self, k: torch.Tensor, v: torch.Tensor):
         """Add (B, n_head, t, head_dim) keys and values; return all keys and values so far."""
@@ -106,11 +101,13 @@ class MultiHeadAttention(nn.Module):
     and OLMo 2), before RoPE. Query head h uses key/value head h // (n_head / n_kv_head).
     With key_shift, `k_shift` (one weight per key channel) adds each position's predecessor's
     key to its own, before the norm and RoPE; the first position has no predecessor (zeros).
+    With shift_taps = n > 1, `k_shift_far` (n - 1 rows of weights, stored flat) adds the keys 2..n
+    back and `q_shift` (likewise) the queries 1..n - 1 back.
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, fast: bool = True, *,
-                 n_kv_head: int = 0, qk_norm: bool = False, key_shift: bool = False, norm: str = "layernorm",
-                 rope: bool = False, rope_base: float = 10000.0, max_len: int = 0):
+                 n_kv_head: int = 0, qk_norm: bool = False, key_shift: bool = False, shift_taps: int = 1,
+                 norm: str = "layernorm", rope: bool = False, rope_base: float = 10000.0, max_len: int = 0):
         super().__init__()
         assert n_embd % n_head == 0, "n_embd must be divisible by n_head"
         self.n_head, self.head_dim = n_head, n_embd // n_head
@@ -122,6 +119,9 @@ class MultiHeadAttention(nn.Module):
         self.q_norm = Norm(self.head_dim, norm, bias) if qk_norm else None
         self.k_norm = Norm(self.head_dim, norm, bias) if qk_norm else None
         self.k_shift = nn.Parameter(torch.zeros(self.sizes[1])) if key_shift else None  # 0: starts as a no-op
+        far = key_shift and shift_taps > 1  # flat vectors, so optimizers treat them as gains (no Muon, no decay)
+        self.k_shift_far = nn.Parameter(torch.zeros((shift_taps - 1) * self.sizes[1])) if far else None
+        self.q_shift = nn.Parameter(torch.zeros((shift_taps - 1) * self.sizes[0])) if far else None
         self.rope = rope
         if rope:  # cos/sin tables for every position; not saved in checkpoints (persistent=False)
             cos, sin = rope_tables(max_len, self.head_dim, rope_base)
@@ -137,11 +137,8 @@ class MultiHeadAttention(nn.Module):
         B, T, C = x.shape
         H, H_kv, D = self.n_head, self.n_kv_head, self.head_dim
         q, k, v = self.c_attn(x).split(self.sizes, dim=2)
-        if self.k_shift is not None:  # key shift: add the previous position's key (cached, or none at the start)
-            before = kv_cache.last_k if kv_cache is not None and kv_cache.pos > 0 else k.new_zeros(B, k.size(2))
-            if kv_cache is not None:
-                kv_cache.last_k = k[:, -1]
-            k = k + self.k_shift * torch.cat((before.unsqueeze(1), k[:, :-1]), dim=1)
+        if self.k_shift is not None:  # key shift: add the previous positions' keys (cached, or none at the start)
+            q, k = shift_qk(q, k, kv_cache, *shift_weights(self))
         # (B, T, heads·D) -> (B, heads, T, D): each head attends independently
         q = q.view(B, T, H, D).transpose(1, 2)
         k, v = k.view(B, T, H_kv, D).transpose(1, 2), v.view(B, T, H_kv, D).transpose(1, 2)
@@ -178,7 +175,8 @@ class MultiHeadAttention(nn.Module):
     def make_step(self, dtype: torch.dtype):
         """`forward` for one new token per row as a plain function `step(x (B, C), cache) -> (B, C)`, with
         copies of the weights in `dtype` bound to it. Attention's 1/√D is folded, once, into the last op that
-        makes q: c_attn's q rows, or q_norm's gain (RoPE, a rotation, commutes with scaling)."""
+        makes q: c_attn's q rows, or q_norm's gain (RoPE, a rotation, commutes with scaling); with a query
+        shift and no q_norm, into the shifted q (the cache holds the raw queries the shift adds)."""
         H, H_kv, D = self.n_head, self.n_kv_head, self.head_dim
         C, sizes = H * D, self.sizes
         scale = 1.0 / math.sqrt(D)
@@ -186,17 +184,19 @@ class MultiHeadAttention(nn.Module):
         b_qkv = None if self.c_attn.bias is None else self.c_attn.bias.detach().to(dtype)
         w_out = self.c_proj.weight.detach().to(dtype)
         b_out = None if self.c_proj.bias is None else self.c_proj.bias.detach().to(dtype)
+        q_shift, shift = (None, None) if self.k_shift is None else shift_weights(self)
+        q_shift, shift = (None if w is None else w.detach().to(dtype) for w in (q_shift, shift))
         q_norm = k_norm = None
+        late_scale = self.q_norm is None and q_shift is not None
         if self.q_norm is not None:
             q_norm, k_norm = self.q_norm.make_step(dtype, scale), self.k_norm.make_step(dtype)
-        else:
+        elif not late_scale:
             w_qkv = w_qkv.clone()
             w_qkv[:C] *= scale
             if b_qkv is not None:
                 b_qkv = b_qkv.clone()
                 b_qkv[:C] *= scale
         cos, sin = (self.rope_cos.to(dtype), self.rope_sin.to(dtype)) if self.rope else (None, None)
-        shift = None if self.k_shift is None else self.k_shift.detach().to(dtype)
         plain = q_norm is None and cos is None and shift is None
 
         def step(x: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -207,9 +207,9 @@ class MultiHeadAttention(nn.Module):
                 q, kv = qkv[:, :C], qkv[:, C:].view(B, 2, H_kv, 1, D).transpose(0, 1)  # kv: (2, B, H_kv, 1, D)
             else:
                 q, k, v = qkv.split(sizes, dim=1)
-                if shift is not None:  # key shift: this token's key also carries the previous one's
-                    raw, k = k, (k + shift * cache.last_k if cache.pos > 0 else k)
-                    cache.last_k = raw
+                if shift is not None:  # key shift: this token's key also carries the previous ones'
+                    q, k = (z[:, 0] for z in shift_qk(q[:, None], k[:, None], cache, q_shift, shift))
+                    q = q * scale if late_scale else q
                 q, k = q.view(B, H, D), k.view(B, H_kv, D)
                 if q_norm is not None:
                     q, k = q_norm(q), k_norm(k)

@@ -82,8 +82,8 @@ class TransformerBlock(nn.Module):
         self.ln_1 = Norm(cfg.n_embd, cfg.norm, cfg.bias)
         self.attn = MultiHeadAttention(
             cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, fast=cfg.attention == "fused", n_kv_head=cfg.n_kv_head,
-            qk_norm=cfg.qk_norm, key_shift=cfg.key_shift, norm=cfg.norm, rope=cfg.position == "rope",
-            rope_base=cfg.rope_base, max_len=cfg.block_size)
+            qk_norm=cfg.qk_norm, key_shift=cfg.key_shift, shift_taps=cfg.shift_taps, norm=cfg.norm,
+            rope=cfg.position == "rope", rope_base=cfg.rope_base, max_len=cfg.block_size)
         self.ln_2 = Norm(cfg.n_embd, cfg.norm, cfg.bias)
         self.mlp = MLP(cfg)
         self.post_norm = cfg.norm_position == "post"

@@ -33,7 +33,8 @@ class GPTConfig:
 
     Parameter names per option (for export and visualisation): `transformer.wte`; `transformer.wpe` only
     with learned positions; `transformer.h.N.{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj}`,
-    plus `attn.q_norm` and `attn.k_norm` with qk_norm, `attn.k_shift` with key_shift; `transformer.ln_f` only
+    plus `attn.q_norm` and `attn.k_norm` with qk_norm, `attn.k_shift` with key_shift (and `attn.k_shift_far`,
+    `attn.q_shift` with shift_taps > 1); `transformer.ln_f` only
     with pre-norm (a post-norm block already ends with a norm); `lm_head` (the same tensor as wte when tied).
     Norms have no `bias` for RMSNorm or bias=False. Row layouts of c_attn (q|k|v) and SwiGLU's c_fc
     (gate|up): see attention.py and block.py.
@@ -56,6 +57,7 @@ class GPTConfig:
     n_kv_head: int = 0  # key/value heads (grouped-query attention); 0 = n_head
     qk_norm: bool = False  # normalise each head's q and k before the dot product
     key_shift: bool = False  # each key also carries the previous position's key (a token shift; attention.py)
+    shift_taps: int = 1  # key_shift: each key carries this many keys before it, each query one fewer
     tie_embeddings: bool = True  # lm_head shares wte's matrix
     logit_softcap: float = 0.0  # logits = cap·tanh(logits / cap); 0 = off
     attention: str = "fused"  # fused (PyTorch's kernel) | written (the five lines in attention.py)

@@ -566,7 +566,9 @@ def chapter_questions(facts: Facts, ctx: Context) -> list[Block]:
         Para("A pretrained model continues text; to make it answer, it is *fine-tuned* on conversations written "
              "in a chat template with special tokens (user turn, assistant turn, end). The loss is computed on "
              "the assistant's tokens only, so the model learns to answer rather than to ask, and a smaller "
-             "learning rate keeps what pretraining taught (too much fine-tuning forgets it)."),
+             "learning rate keeps what pretraining taught (too much fine-tuning forgets it). The built-in "
+             "questions rename the training passages' speakers at random (KORVELA, SIR BASTIMO): the answer can "
+             "then only be copied from the passage, never recalled from a cast the model has read."),
     ]
     ft = finetuned_run(facts, ctx)
     if ft is None:

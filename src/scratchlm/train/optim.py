@@ -15,6 +15,7 @@ import math
 import torch
 
 from ..errors import ScratchLMError
+from ..model import SHIFT_WEIGHTS
 from .muon import Muon, muon_groups
 
 
@@ -26,7 +27,7 @@ def key_shift_apart(model: torch.nn.Module, groups: list[dict], ratio: float) ->
     Why they may want more: each is a vector that starts at zero, and Adam moves an entry by at most
     about lr per step. At fine-tuning's lr of 3e-3 a shift needs hundreds of steps to reach the size
     of a key, and until it does the copying heads it enables cannot form (docs/finetuning.md)."""
-    shift = {id(p) for n, p in model.named_parameters() if n.endswith("attn.k_shift")}
+    shift = {id(p) for n, p in model.named_parameters() if n.endswith(SHIFT_WEIGHTS)}
     if not shift or ratio == 1.0:
         return groups
     home = next(g for g in groups if any(id(p) in shift for p in g["params"]))  # the vectors' group: its settings

@@ -8,7 +8,7 @@ weights) and returns them as a (layers, heads, T, T) array.
 computation. The tensors are the ones the model itself used: for that one forward we
 wrap `scratchlm.model.attention.scaled_dot_product_attention` (the five lines of
 attention the layer calls with capture on) and keep what it is given and gives back.
-So Q and K are what attention really compares: after the key shift (`key_shift`), the
+So Q and K are what attention really compares: after the key (and query) shift (`key_shift`), the
 per-head norm (`qk_norm`) and the rotary positions (`position = "rope"`) when the run uses
 them; with grouped-query attention (`n_kv_head` < `n_head`) K and V are the shared
 key/value head this query head reads. Next to them we compute X·W_q, X·W_k, X·W_v from
@@ -169,6 +169,8 @@ def qkv_walkthrough(model, ids, layer: int = 0, head: int = 0, tokens: list[str]
         options.append("qk_norm")
     if getattr(attn, "k_shift", None) is not None:
         options.append("key_shift")
+    if getattr(attn, "q_shift", None) is not None:
+        options.append("query_shift")
     if getattr(attn, "rope", False):
         options.append("rope")
     if n_kv != attn.n_head:

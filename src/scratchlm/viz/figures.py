@@ -73,7 +73,7 @@ def _heatmap(fig, ax, a, title, cmap=VEC_CMAP, vlim=None, cbar_label="value"):
 def _op(w, name: str) -> str:
     """'X·W_q', or 'RoPE(norm(X·W_q))' when the model transforms q/k after the projection (shift: key_shift)."""
     s = f"X·W_{name}"
-    if name == "k" and "key_shift" in w.options:
+    if (name == "k" and "key_shift" in w.options) or (name == "q" and "query_shift" in w.options):
         s = f"shift({s})"
     if name in ("q", "k"):
         if "qk_norm" in w.options:
