@@ -60,6 +60,7 @@ def test_overrides_win_and_are_typed():
     ("sample.temperature=-1", ">= 0"),
     ("sample.dtype=int3", "one of fp32, bf16, fp16"),
     ("model.n_embd=130", "divisible"),
+    ("model.shift_taps=5", "must be 1 to 4"),
 ])
 def test_bad_overrides_are_clear_errors(override, message):
     with pytest.raises(ScratchLMError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
