@@ -246,8 +246,8 @@ def validate_model(m: GPTConfig) -> None:
     _require(m.rope_base > 1.0, "model.rope_base", "must be > 1 (10000 is usual)", m.rope_base)
     _require(m.position != "rope" or (m.n_embd // m.n_head) % 2 == 0, "model.position",
              f"rope needs an even head size; n_embd / n_head = {m.n_embd // m.n_head}", m.position)
-    _require(1 <= m.shift_taps <= 4, "model.shift_taps", "must be 1 to 4 (with model.key_shift: the keys each key carries)",
-             m.shift_taps)
+    _require(1 <= m.shift_taps <= 4, "model.shift_taps",
+             "must be 1 to 4 (with model.key_shift: the keys each key carries)", m.shift_taps)
     _require(m.logit_softcap >= 0, "model.logit_softcap", "must be >= 0 (0 = off; 15 to 30 is usual)", m.logit_softcap)
 
 

@@ -65,8 +65,8 @@ FINETUNE_DEFAULTS = {
     # the shift starts at zero and Adam moves it ~lr per step: at lr × 10 the copying heads form by step 200
     # instead of ~500, and the same 10 minutes give 80.7% / 49.6% against 69.3% / 39.8% (docs/finetuning.md)
     "train.key_shift_lr_ratio": 10.0,
-    # two taps: a head matches the last two tokens, not one ("SIR ANDREW", not any "SIR"): the loss on the
-    # answers ends at 0.53 instead of 0.80 in the same 10 minutes (docs/finetuning.md)
+    # two taps: a head matches the last two tokens, not one (after "OL IV", not after any "IV"). With the
+    # built-in questions' random names: 89.2% / 53.0% against 83.5% / 30.7% with one tap (docs/finetuning.md)
     "model.shift_taps": 2,
 }
 
