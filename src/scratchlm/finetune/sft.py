@@ -14,11 +14,10 @@ warm-up (the weights are already good), the learning rate held and then cooled d
 the budget runs out, evaluations every 100 steps, and a key shift over two positions in attention
 (`model.key_shift`, `model.shift_taps`; added at zero when the base has none, learning at 10 × the
 rate): the answers are copied from the prompt, and the shift lets a single layer find "what came
-after these two tokens before". Too many large
-steps wash out what pretraining learned ("catastrophic forgetting"); the held-out questions and
-`scratchlm sample` show both. The run folder is an ordinary run folder (so `sample`, `doctor`,
-`eval` and `chat` read it) plus chat_template.json (the template and the grown rows) and
-finetune.json (base run, data, counts).
+after these two tokens before". Too many large steps wash out what pretraining learned
+("catastrophic forgetting"); the held-out questions and `scratchlm sample` show both. The run
+folder is an ordinary run folder (so `sample`, `doctor`, `eval` and `chat` read it) plus
+chat_template.json (the template and the grown rows) and finetune.json (base run, data, counts).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def key_shift_apart(model: torch.nn.Module, groups: list[dict], ratio: float) ->
         return groups
     home = next(g for g in groups if any(id(p) in shift for p in g["params"]))  # the vectors' group: its settings
     out = [{**g, "params": [p for p in g["params"] if id(p) not in shift]} for g in groups]
-    apart = [p for p in home["params"] if id(p) in shift]
+    apart = [p for g in groups for p in g["params"] if id(p) in shift]  # from every group: none is dropped
     return [g for g in out if g["params"]] + [{**home, "params": apart, "weight_decay": 0.0, "lr_scale": ratio}]
 
 
