@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from scratchlm.finetune.evaluate import evaluate_run, read_questions, spread, table
-from scratchlm.finetune.questions import write_questions
+from scratchlm.finetune.questions import KINDS, write_questions
 from scratchlm.finetune.sft import run_finetune
 from scratchlm.train.events import Events
 
@@ -84,7 +84,7 @@ def main() -> int:
     if args.train_questions:
         own_names = (paths["train"] if args.own_names
                      else write_questions(out / "questions-own-names", rename=False)["train"])  # their own names
-        seen = spread(read_questions(own_names), args.train_questions)
+        seen = spread([r for r in read_questions(own_names) if r["kind"] in KINDS], args.train_questions)
         print(f"the same run on {len(seen)} questions about the training plays (their own names):")
         for line in table(evaluate_run(out / "run" / "checkpoints" / "final", seen, baseline_model=False)):
             print(line)

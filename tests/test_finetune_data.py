@@ -203,6 +203,10 @@ def test_questions_from_a_passage():
     q, a = make_question(lines, "next", random.Random(0))
     i = [t for _, t in lines].index(q.split('"')[1])
     assert a == lines[i + 1][1] and f"does {lines[i + 1][0]} say" in q
+    # training only: a speaker's first line in the passage (BERNARDO's is "Who's there?", not his second)
+    seen = {make_question(lines, "opening", random.Random(s)) for s in range(20)}
+    assert seen == {("Which line does BERNARDO say first?", "Who's there?"),
+                    ("Which line does FRANCISCO say first?", "Nay, answer me: stand, and unfold yourself.")}
 
 
 def test_play_questions_are_deterministic_and_valid():
@@ -232,6 +236,22 @@ def test_renamed_passages_keep_who_said_what():
     assert set(cast) <= seen and seen - set(cast)  # names from the cast and invented ones
 
 
+def test_invented_names_spell_with_the_plays_words():
+    import random
+
+    from scratchlm.finetune.questions import TITLES, invented_name, play_words
+
+    words = play_words([PLAY])
+    assert "FRANCISCO" not in words and {"WHO", "THERE"} <= set(words)  # speech words only, uppercased
+    rng = random.Random(0)
+    names = [invented_name(rng, words) for _ in range(400)]
+    assert all(n == n.upper() and n.strip() == n for n in names)
+    assert any(n.split()[0] in TITLES for n in names) and any(" " in n and n.split()[0] not in TITLES for n in names)
+    # a word of the plays starts a name's word (" AND" in SIR ANDREW needs one starting with AND)
+    assert sum(any(w.startswith(x) for x in words) for n in names for w in n.split() if w not in TITLES) > 100
+    assert all(invented_name(random.Random(s)) == invented_name(random.Random(s)) for s in range(5))
+
+
 def test_training_questions_use_random_names_and_held_out_plays_their_own():
     from scratchlm.finetune.questions import build_questions
 
@@ -241,9 +261,11 @@ def test_training_questions_use_random_names_and_held_out_plays_their_own():
     for q in qs["eval"]:
         if q["kind"] != "next":
             assert q["messages"][1]["content"] in ("BERNARDO", "FRANCISCO")
-    names = {q["messages"][1]["content"] for q in qs["train"] if q["kind"] != "next"}
+    names = {q["messages"][1]["content"] for q in qs["train"] if q["kind"] in ("first", "speaker")}
     assert len(names) > 10  # invented names beside the (here two-name) cast
+    assert {q["kind"] for q in qs["eval"]} == {"first", "speaker", "next"}  # the issue's three kinds
+    assert {q["kind"] for q in qs["train"]} == {"first", "speaker", "next", "opening"}  # and a step towards "next"
     kept = build_questions(plays=plays, rename=False)["train"]  # `data questions --own-names`
-    assert {q["messages"][1]["content"] for q in kept if q["kind"] != "next"} <= {"BERNARDO", "FRANCISCO"}
+    assert {q["messages"][1]["content"] for q in kept if q["kind"] in ("first", "speaker")} <= {"BERNARDO", "FRANCISCO"}
     for q in qs["train"]:  # still answerable from the passage
         assert q["messages"][1]["content"] in q["messages"][0]["content"].rsplit("\n\n", 1)[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..finetune.questions import KINDS, MAX_CHARS, counts, write_questions
+from ..finetune.questions import MAX_CHARS, counts, write_questions
 from .common import no_extra_args
 
 NAME = "data"
@@ -20,7 +20,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         description="Who speaks first? Who speaks the line \"...\"? Which line does X say after "
                                     "\"...\"? — asked about short passages; the answer is a name or a line from the "
                                     "passage. train.jsonl comes from the training plays, eval.jsonl from the three "
-                                    "held-out plays. Deterministic: the same files every time.")
+                                    "held-out plays; train.jsonl also asks \"Which line does X say first?\" "
+                                    "(kind \"opening\"). Deterministic: the same files every time.")
     q.add_argument("--out", required=True, metavar="DIR", help="folder for train.jsonl and eval.jsonl")
     q.add_argument("--max-chars", type=int, default=MAX_CHARS,
                    help=f"passage length in characters (default {MAX_CHARS}: fits a 128-token context)")
@@ -39,6 +40,6 @@ def run(args, rest: list[str]) -> int:
     for split, path in paths.items():
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
         per_kind = counts(rows)
-        print(f"{path}: {len(rows):,} questions (" + ", ".join(f"{per_kind[k]:,} {k}" for k in KINDS) + ")")
+        print(f"{path}: {len(rows):,} questions (" + ", ".join(f"{n:,} {k}" for k, n in per_kind.items() if n) + ")")
     print(f"next: scratchlm finetune --init-from RUN --data {paths['train']}")
     return 0

@@ -21,24 +21,31 @@ fit the main job's context of 128 tokens.
 
 The training passages' speakers are renamed (`rename`, the default; `scratchlm data questions
 --own-names` keeps them), consistently within a passage, to names drawn at random: half from
-the other plays' casts, half invented (KORVELA, SIR BASTIMO). With their own names a
-fine-tuned model partly answers from the casts it knows (64–77% against 10% on "who speaks
-first" about training and held-out plays after 230 steps, docs/finetuning.md): it learns to
-name the passage's likeliest speaker (HAMLET when Horatio speaks first). Random names take
-that away, so only the passage can tell: 89.2% against 75.6% on "who speaks first" about the
-held-out plays after 10 minutes (docs/finetuning.md).
+the other plays' casts, half invented (KORVELA, SIR ANDLO). With their own names a fine-tuned
+model partly answers from the casts it knows: it learns to name the passage's likeliest
+speaker (HAMLET when Horatio speaks first). Random names take that away, so only the passage
+can tell (89.2% against 75.6% on "who speaks first" about the held-out plays after 10 minutes).
+Half the invented names are a word of the plays, uppercased, so that they are spelled with
+the tokens the plays' text uses: the syllable names never asked the model to write " AND",
+and it could not write SIR ANDREW (96.6% against 89.2%; docs/finetuning.md).
+
+The training file also asks a fourth kind, "Which line does NAME say first?" (`opening`): half
+of "next" (find NAME's speech, copy its line). The held-out file asks the issue's three kinds.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 from ..data.shakespeare import load_plays, split_plays
 from ..errors import ScratchLMError
 
-KINDS = ("first", "speaker", "next")
+KINDS = ("first", "speaker", "next")  # the issue's three kinds: training and evaluation
+# training only: "Which line does NAME say first?", a step towards "next" (find NAME's speech, copy its line)
+TRAIN_KINDS = (*KINDS, "opening")
 MAX_CHARS = 200  # passage length in characters (~70 tokens of the main job's tokenizer)
 MAX_LINE = 50  # a quoted or answered line is at most this long
 
@@ -84,19 +91,37 @@ SYLLABLES = [c + v for c in "BCDFGLMNPRSTV" for v in "AEIOU"] + ["AN", "EL", "OR
 TITLES = ("SIR", "LADY", "LORD", "KING", "QUEEN", "FIRST", "SECOND", "DUKE")
 
 
-def invented_name(rng: random.Random) -> str:
-    """A name no play has: two to four syllables, sometimes after a title."""
-    name = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4)))
-    return f"{rng.choice(TITLES)} {name}" if rng.random() < 0.2 else name
+def play_words(plays: list[str]) -> list[str]:
+    """Every word of the plays' speeches (not their speaker names), uppercased, as often as it occurs."""
+    return [w.upper() for play in plays for _, lines in speeches(play) for line in lines
+            for w in re.findall(r"[A-Za-z]{2,}", line)]
 
 
-def renamed(lines: list[tuple[str, str]], cast: list[str], rng: random.Random) -> list[tuple[str, str]]:
+def invented_word(rng: random.Random, words: list[str] | None = None) -> str:
+    """Two to four syllables, or (with `words`) a word of the plays, uppercased, with a syllable or
+    none after it: AND → ANDLO. Words make the names spell with the tokens the plays' text uses
+    (" AND" in SIR ANDREW), which names made of syllables alone would never ask the model to write."""
+    if words and rng.random() < 0.5:
+        return rng.choice(words) + rng.choice(["", *SYLLABLES])
+    return "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4)))
+
+
+def invented_name(rng: random.Random, words: list[str] | None = None) -> str:
+    """A name no play has: one invented word, sometimes after a title or before a second word."""
+    name, r = invented_word(rng, words), rng.random()
+    if r < 0.25:
+        return f"{rng.choice(TITLES)} {name}"
+    return f"{name} {invented_word(rng, words)}" if r < 0.35 else name
+
+
+def renamed(lines: list[tuple[str, str]], cast: list[str], rng: random.Random,
+            words: list[str] | None = None) -> list[tuple[str, str]]:
     """The passage with each speaker renamed, the same way throughout: half the time to a name from
     `cast` (the training plays' speakers), otherwise to an invented one; no two speakers share a name."""
     new: dict[str, str] = {}
     for speaker, _ in lines:
         while speaker not in new:
-            name = rng.choice(cast) if rng.random() < 0.5 else invented_name(rng)
+            name = rng.choice(cast) if rng.random() < 0.5 else invented_name(rng, words)
             if name not in new.values():
                 new[speaker] = name
     return [(new[s], t) for s, t in lines]
@@ -116,17 +141,27 @@ def make_question(lines: list[tuple[str, str]], kind: str, rng: random.Random) -
             return None
         i = rng.choice(choices)
         return f'Who speaks the line "{texts[i]}"?', lines[i][0]
+    if kind == "opening":
+        starts = {}  # each speaker's first line
+        for i, (speaker, _) in enumerate(lines):
+            starts.setdefault(speaker, i)
+        choices = [i for i in starts.values() if i in unique]
+        if not choices:
+            return None
+        i = rng.choice(choices)
+        return f"Which line does {lines[i][0]} say first?", texts[i]
     if kind == "next":
         choices = [i for i in unique if i + 1 < len(lines) and len(texts[i + 1]) <= MAX_LINE]
         if not choices:
             return None
         i = rng.choice(choices)
         return f'Which line does {lines[i + 1][0]} say after "{texts[i]}"?', texts[i + 1]
-    raise ScratchLMError(f"unknown question kind {kind!r} (kinds: {', '.join(KINDS)})")
+    raise ScratchLMError(f"unknown question kind {kind!r} (kinds: {', '.join(TRAIN_KINDS)})")
 
 
 def play_questions(name: str, play: str, every: int = 1, max_chars: int = MAX_CHARS,
-                   cast: list[str] | None = None) -> list[dict]:
+                   cast: list[str] | None = None, words: list[str] | None = None,
+                   kinds: tuple[str, ...] = KINDS) -> list[dict]:
     """Questions about passages starting at every `every`-th speech of one play; the kind
     rotates from one passage to the next (a kind with no good question there is skipped).
     With `cast`, the speakers of each passage are renamed to names drawn from it (`renamed`)."""
@@ -136,10 +171,10 @@ def play_questions(name: str, play: str, every: int = 1, max_chars: int = MAX_CH
         lines = passage_at(sp, start, max_chars)
         if len({s for s, _ in lines}) < 2 or len(lines) < 3:
             continue  # one speaker, or too little text to ask about
-        kind = KINDS[n % len(KINDS)]
+        kind = kinds[n % len(kinds)]
         rng = random.Random(f"{name}:{start}")  # a str seed is hashed the same way on every run
         if cast:
-            lines = renamed(lines, cast, rng)
+            lines = renamed(lines, cast, rng, words)
         qa = make_question(lines, kind, rng)
         if qa is None:
             continue
@@ -158,8 +193,10 @@ def build_questions(train_every: int = 1, eval_every: int = 4, max_chars: int = 
     plays = plays if plays is not None else load_plays()
     train_names, eval_names = split_plays(plays)
     cast = sorted({s for n in train_names for s, _ in speeches(plays[n])}) if rename else None
+    words = play_words([plays[n] for n in train_names]) if rename else None
     return {
-        "train": [q for n in train_names for q in play_questions(n, plays[n], train_every, max_chars, cast)],
+        "train": [q for n in train_names
+                  for q in play_questions(n, plays[n], train_every, max_chars, cast, words, TRAIN_KINDS)],
         "eval": [q for n in eval_names for q in play_questions(n, plays[n], eval_every, max_chars)],
     }
 
@@ -177,4 +214,4 @@ def write_questions(out_dir: str | Path, **kwargs) -> dict[str, Path]:
 
 
 def counts(rows: list[dict]) -> dict[str, int]:
-    return {k: sum(r.get("kind") == k for r in rows) for k in KINDS}
+    return {k: sum(r.get("kind") == k for r in rows) for k in TRAIN_KINDS}
