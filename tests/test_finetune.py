@@ -77,6 +77,30 @@ def test_grown_model_keeps_old_rows_and_predictions(tmp_path):
     torch.testing.assert_close(after[..., : old.shape[0]], before)  # old tokens: the same logits
 
 
+def test_the_head_at_the_answers_only_gives_the_same_loss_and_gradients():
+    """Fine-tuning's `head_at_targets` skips the head where the target is -100: same loss, same gradients."""
+    cfg = build_config("tiny", overrides={"model.vocab_size": 50, "model.block_size": 16, "model.n_layer": 2,
+                                          "model.n_head": 2, "model.n_embd": 32}).model
+    torch.manual_seed(0)
+    model, x = GPT(cfg), torch.randint(0, 50, (3, 16))
+    y = torch.full_like(x, -100)
+    y[:, 10:13], y[1, 2] = x[:, 11:14], 7  # a few answer positions per row
+    results = []
+    for flag in (False, True):
+        model.zero_grad()
+        model.head_at_targets = flag
+        logits, loss = model(x, y)
+        loss.backward()
+        results.append((logits.shape, loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (full, loss0, g0), (kept, loss1, g1) = results
+    assert full == (3, 16, 50) and kept == (10, 50)  # 3 × 3 answers + 1: the head ran at 10 positions, not 48
+    torch.testing.assert_close(loss1, loss0)
+    for a, b in zip(g0, g1):
+        torch.testing.assert_close(b, a)
+    model.eval()  # evaluation and generation see every position's logits
+    assert model(x, y)[0].shape == (3, 16, 50)
+
+
 def test_a_key_shift_added_for_fine_tuning_starts_as_a_no_op(tmp_path):
     from scratchlm.finetune.sft import grow_vocabulary
 

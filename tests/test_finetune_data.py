@@ -221,34 +221,39 @@ def test_play_questions_are_deterministic_and_valid():
 def test_renamed_passages_keep_who_said_what():
     import random
 
-    from scratchlm.finetune.questions import renamed
+    from scratchlm.finetune.questions import NamePool, renamed
 
     lines = passage_at(speeches(PLAY), 0, max_chars=400)
     cast = ["HAMLET", "VIOLA", "MARIA"]
-    seen = set()
-    for seed in range(30):
-        new = renamed(lines, cast, random.Random(seed))
+    seen, shared = set(), 0
+    for seed in range(60):
+        new = renamed(lines, NamePool(cast, ["WHO"], ["CLOWN"]), random.Random(seed))
         mapping = {}
         for (old, text), (name, text2) in zip(lines, new):
             assert text == text2 and mapping.setdefault(old, name) == name  # the same speaker, the same name
         assert len(set(mapping.values())) == len(mapping)  # two speakers never share a name
         seen.update(mapping.values())
+        shared += len({n.split()[0] for n in mapping.values()}) == 1  # one title for everyone: SIR X, SIR Y
     assert set(cast) <= seen and seen - set(cast)  # names from the cast and invented ones
+    assert 0 < shared < 30
 
 
 def test_invented_names_spell_with_the_plays_words():
     import random
 
-    from scratchlm.finetune.questions import TITLES, invented_name, play_words
+    from scratchlm.finetune.questions import TITLES, invented_name, name_pool
 
-    words = play_words([PLAY])
+    pool = name_pool([PLAY])
+    words = pool.words
     assert "FRANCISCO" not in words and {"WHO", "THERE"} <= set(words)  # speech words only, uppercased
+    assert pool.name_words == ["BERNARDO", "FRANCISCO"] and pool.cast.count("BERNARDO") == 3  # as often as he speaks
     rng = random.Random(0)
-    names = [invented_name(rng, words) for _ in range(400)]
+    names = [invented_name(rng, pool) for _ in range(400)]
     assert all(n == n.upper() and n.strip() == n for n in names)
     assert any(n.split()[0] in TITLES for n in names) and any(" " in n and n.split()[0] not in TITLES for n in names)
     # a word of the plays starts a name's word (" AND" in SIR ANDREW needs one starting with AND)
     assert sum(any(w.startswith(x) for x in words) for n in names for w in n.split() if w not in TITLES) > 100
+    assert sum(w.startswith(("BERNARDO", "FRANCISCO")) for n in names for w in n.split()) > 50  # and of the names
     assert all(invented_name(random.Random(s)) == invented_name(random.Random(s)) for s in range(5))
 
 

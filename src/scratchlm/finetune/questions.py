@@ -25,9 +25,11 @@ the other plays' casts, half invented (KORVELA, SIR ANDLO). With their own names
 model partly answers from the casts it knows: it learns to name the passage's likeliest
 speaker (HAMLET when Horatio speaks first). Random names take that away, so only the passage
 can tell (89.2% against 75.6% on "who speaks first" about the held-out plays after 10 minutes).
-Half the invented names are a word of the plays, uppercased, so that they are spelled with
-the tokens the plays' text uses: the syllable names never asked the model to write " AND",
-and it could not write SIR ANDREW (96.6% against 89.2%; docs/finetuning.md).
+The names must also spell with every token a real name can use, since the model only learns
+to copy the tokens it is asked to write (`NamePool`): two thirds of the invented names are a
+word of the plays' speeches or of their speakers' names (ANDLO, CLOWNPE), the cast is drawn
+as often as each speaker speaks (CLOWN, not once among 966 names), and in one passage in seven
+every speaker gets the same title (SIR TOBY BELCH and SIR ANDREW; docs/finetuning.md).
 
 The training file also asks a fourth kind, "Which line does NAME say first?" (`opening`): half
 of "next" (find NAME's speech, copy its line). The held-out file asks the issue's three kinds.
@@ -38,6 +40,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.shakespeare import load_plays, split_plays
@@ -89,6 +92,15 @@ def passage_text(lines: list[tuple[str, str]]) -> str:
 
 SYLLABLES = [c + v for c in "BCDFGLMNPRSTV" for v in "AEIOU"] + ["AN", "EL", "OR", "US", "IO", "ETH"]
 TITLES = ("SIR", "LADY", "LORD", "KING", "QUEEN", "FIRST", "SECOND", "DUKE")
+SHARED_TITLE = 0.15  # the share of passages whose speakers all get one title, as SIR TOBY BELCH and SIR ANDREW
+
+
+@dataclass(frozen=True)
+class NamePool:
+    """What the training passages' new names are drawn from (`name_pool`)."""
+    cast: list[str]  # the training plays' speakers, each as often as it speaks
+    words: list[str]  # the words of their speeches, uppercased, each as often as it occurs
+    name_words: list[str]  # the words their names are made of, once each: CLOWN, FIRST, ANTONIO
 
 
 def play_words(plays: list[str]) -> list[str]:
@@ -97,31 +109,42 @@ def play_words(plays: list[str]) -> list[str]:
             for w in re.findall(r"[A-Za-z]{2,}", line)]
 
 
-def invented_word(rng: random.Random, words: list[str] | None = None) -> str:
-    """Two to four syllables, or (with `words`) a word of the plays, uppercased, with a syllable or
-    none after it: AND → ANDLO. Words make the names spell with the tokens the plays' text uses
-    (" AND" in SIR ANDREW), which names made of syllables alone would never ask the model to write."""
-    if words and rng.random() < 0.5:
-        return rng.choice(words) + rng.choice(["", *SYLLABLES])
+def name_pool(plays: list[str]) -> NamePool:
+    cast = [s for play in plays for s, _ in speeches(play)]
+    return NamePool(cast, play_words(plays), sorted({w for s in cast for w in s.split() if w.isalpha()}))
+
+
+def invented_word(rng: random.Random, pool: NamePool | None = None) -> str:
+    """Two to four syllables, or (with a `pool`) a word of the plays' speeches or of their speakers'
+    names, uppercased, with a syllable or none after it: AND → ANDLO, CLOWN → CLOWNPE. The words make
+    names spell with the tokens the plays use (" AND" in SIR ANDREW, CLOWN), which names made of
+    syllables alone would never ask the model to write."""
+    r = rng.random()
+    if pool and r < 2 / 3:
+        return rng.choice(pool.words if r < 1 / 3 else pool.name_words) + rng.choice(["", *SYLLABLES])
     return "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4)))
 
 
-def invented_name(rng: random.Random, words: list[str] | None = None) -> str:
+def invented_name(rng: random.Random, pool: NamePool | None = None) -> str:
     """A name no play has: one invented word, sometimes after a title or before a second word."""
-    name, r = invented_word(rng, words), rng.random()
+    name, r = invented_word(rng, pool), rng.random()
     if r < 0.25:
         return f"{rng.choice(TITLES)} {name}"
-    return f"{name} {invented_word(rng, words)}" if r < 0.35 else name
+    return f"{name} {invented_word(rng, pool)}" if r < 0.35 else name
 
 
-def renamed(lines: list[tuple[str, str]], cast: list[str], rng: random.Random,
-            words: list[str] | None = None) -> list[tuple[str, str]]:
-    """The passage with each speaker renamed, the same way throughout: half the time to a name from
-    `cast` (the training plays' speakers), otherwise to an invented one; no two speakers share a name."""
+def renamed(lines: list[tuple[str, str]], pool: NamePool, rng: random.Random) -> list[tuple[str, str]]:
+    """The passage with each speaker renamed, the same way throughout: half the time to a speaker of
+    the pool's cast (one who speaks more is drawn more often, as in the plays), otherwise to an
+    invented name; no two speakers share a name. In SHARED_TITLE of the passages every name gets
+    the same title in front, so the first words of two names cannot tell them apart."""
     new: dict[str, str] = {}
+    title = rng.choice(TITLES) if rng.random() < SHARED_TITLE else None
     for speaker, _ in lines:
         while speaker not in new:
-            name = rng.choice(cast) if rng.random() < 0.5 else invented_name(rng, words)
+            name = rng.choice(pool.cast) if rng.random() < 0.5 else invented_name(rng, pool)
+            if title and not name.startswith(title + " "):
+                name = f"{title} {name}"
             if name not in new.values():
                 new[speaker] = name
     return [(new[s], t) for s, t in lines]
@@ -160,11 +183,10 @@ def make_question(lines: list[tuple[str, str]], kind: str, rng: random.Random) -
 
 
 def play_questions(name: str, play: str, every: int = 1, max_chars: int = MAX_CHARS,
-                   cast: list[str] | None = None, words: list[str] | None = None,
-                   kinds: tuple[str, ...] = KINDS) -> list[dict]:
+                   names: NamePool | None = None, kinds: tuple[str, ...] = KINDS) -> list[dict]:
     """Questions about passages starting at every `every`-th speech of one play; the kind
     rotates from one passage to the next (a kind with no good question there is skipped).
-    With `cast`, the speakers of each passage are renamed to names drawn from it (`renamed`)."""
+    With `names`, the speakers of each passage are renamed to names drawn from it (`renamed`)."""
     sp = speeches(play)
     out = []
     for n, start in enumerate(range(0, len(sp), every)):
@@ -173,8 +195,8 @@ def play_questions(name: str, play: str, every: int = 1, max_chars: int = MAX_CH
             continue  # one speaker, or too little text to ask about
         kind = kinds[n % len(kinds)]
         rng = random.Random(f"{name}:{start}")  # a str seed is hashed the same way on every run
-        if cast:
-            lines = renamed(lines, cast, rng, words)
+        if names:
+            lines = renamed(lines, names, rng)
         qa = make_question(lines, kind, rng)
         if qa is None:
             continue
@@ -192,11 +214,10 @@ def build_questions(train_every: int = 1, eval_every: int = 4, max_chars: int = 
     the held-out plays keep their own."""
     plays = plays if plays is not None else load_plays()
     train_names, eval_names = split_plays(plays)
-    cast = sorted({s for n in train_names for s, _ in speeches(plays[n])}) if rename else None
-    words = play_words([plays[n] for n in train_names]) if rename else None
+    names = name_pool([plays[n] for n in train_names]) if rename else None
     return {
         "train": [q for n in train_names
-                  for q in play_questions(n, plays[n], train_every, max_chars, cast, words, TRAIN_KINDS)],
+                  for q in play_questions(n, plays[n], train_every, max_chars, names, TRAIN_KINDS)],
         "eval": [q for n in eval_names for q in play_questions(n, plays[n], eval_every, max_chars)],
     }
 

@@ -214,6 +214,7 @@ def run_finetune(init_from: str | Path | None, data: str | Path | None, out: str
         batches = {"train": ChatBatches(plan.train, cfg.train.batch_size, pad, rt.device, cfg.train.seed),
                    "val": ChatBatches(plan.val, cfg.train.batch_size, pad, rt.device, cfg.train.seed, "validation")}
         model = plan.model if plan.model is not None else GPT(cfg.model)
+        model.head_at_targets = True  # the loss counts the answers only: the head skips the other positions
         trainer = Trainer(cfg, plan.run_dir, plan.tok, plan.tok_hash, batches, rt, events=events, model=model)
         latest = resume_latest(trainer, plan.run_dir, warnings) if resume else None
         if rt.master:

@@ -31,13 +31,12 @@ __all__ = ["GPT", "GPTConfig", "MLP", "TransformerBlock"]
 class GPTConfig:
     """The model's shape and block options (the `[model]` section of a run's config).
 
-    Parameter names per option (for export and visualisation): `transformer.wte`; `transformer.wpe` only
-    with learned positions; `transformer.h.N.{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj}`,
-    plus `attn.q_norm` and `attn.k_norm` with qk_norm, `attn.k_shift` with key_shift (and `attn.k_shift_far`,
-    `attn.q_shift` with shift_taps > 1); `transformer.ln_f` only
-    with pre-norm (a post-norm block already ends with a norm); `lm_head` (the same tensor as wte when tied).
-    Norms have no `bias` for RMSNorm or bias=False. Row layouts of c_attn (q|k|v) and SwiGLU's c_fc
-    (gate|up): see attention.py and block.py.
+    Parameter names per option (for export and visualisation): `transformer.wte`; `transformer.wpe` only with learned
+    positions; `transformer.h.N.{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj}`, plus `attn.q_norm` and
+    `attn.k_norm` with qk_norm, `attn.k_shift` with key_shift (and `attn.k_shift_far`, `attn.q_shift` with
+    shift_taps > 1); `transformer.ln_f` only with pre-norm (a post-norm block already ends with a norm); `lm_head` (the
+    same tensor as wte when tied). Norms have no `bias` for RMSNorm or bias=False. Row layouts of c_attn (q|k|v) and
+    SwiGLU's c_fc (gate|up): see attention.py and block.py.
     """
 
     vocab_size: int = 50304  # set from the tokenizer by the training script
@@ -103,6 +102,7 @@ class GPT(nn.Module):
         # Set by the trainer (activation checkpointing): recompute a block's activations
         # in the backward pass instead of storing them. None, or a set of block indices.
         self.checkpoint_blocks: set[int] | None = None
+        self.head_at_targets = False  # fine-tuning's loss counts its answers only: the head skips the rest
 
     @staticmethod
     def _init_weights(module):
@@ -147,6 +147,8 @@ class GPT(nn.Module):
                 x = block(x, kv_caches[i] if kv_caches else None)
         if "ln_f" in self.transformer:
             x = self.transformer.ln_f(x)
+        if targets is not None and self.head_at_targets and self.training and reduction == "mean":  # answers only
+            x, targets = x.reshape(-1, x.size(-1))[targets.reshape(-1) != -100], targets[targets != -100]
         logits = self.softcap(self.lm_head(x))
         if targets is None:
             return logits, None
