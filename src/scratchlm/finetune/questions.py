@@ -110,6 +110,7 @@ def play_words(plays: list[str]) -> list[str]:
 
 
 def name_pool(plays: list[str]) -> NamePool:
+    """The names, speech words and name words of `plays` (the training plays)."""
     cast = [s for play in plays for s, _ in speeches(play)]
     return NamePool(cast, play_words(plays), sorted({w for s in cast for w in s.split() if w.isalpha()}))
 
