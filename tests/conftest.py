@@ -5,8 +5,18 @@ import os
 import pytest
 import torch
 
-# Two threads at most per test process; under pytest-xdist the cores are shared by the workers.
+# Under pytest-xdist each worker gets its own share of the cores, pinned: `set_threads(0)` (what a run
+# does when train.threads is 0) then sees only those, and so do the subprocesses a test starts. Without
+# the pinning every worker's runs took all the cores, and two workers' threads fighting over two cores
+# made the suite several times slower than the same tests one at a time.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _workers > 1 and hasattr(os, "sched_setaffinity"):
+    _cpus = sorted(os.sched_getaffinity(0))
+    _share = len(_cpus) // _workers
+    _index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0) % _workers
+    if _share >= 1:
+        os.sched_setaffinity(0, _cpus[_index * _share:(_index + 1) * _share])
+# Two threads at most per test process.
 torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _workers)))
 
 

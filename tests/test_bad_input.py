@@ -96,6 +96,13 @@ def test_bad_config_values(tmp_path, capsys, args, expect):
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_a_freeze_that_matches_no_parameter_is_one_line(tmp_path, capsys):
+    data = tmp_path / "text.txt"
+    data.write_text(SMALL_TEXT)
+    assert train(data, tmp_path / "run", "--train.freeze", "mlp,atn") == 2
+    assert "train.freeze: no parameter's name holds 'atn'" in one_error_line(capsys)
+
+
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(ScratchLMError, match="did you mean 'train.lr'"):
         main(["--debug", "train", "--preset", "tiny", "--out", str(tmp_path / "run"), "--train.lrr", "1"])

@@ -39,14 +39,16 @@ def test_tiny_run_writes_a_run_folder_and_samples(tmp_path, small_corpus, capsys
     assert cfg["model"]["vocab_size"] == json.loads((run / "tokenizer.json").read_text())["chars"].__len__()
 
     # sampling from the run folder, by the console command, streams text and is seeded
-    cmd = [sys.executable, "-m", "scratchlm", "sample", str(run), "--prompt", "ALL:", "--max-new-tokens", "30", "--seed", "5", "--num-samples", "1"]
-    out1 = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    out2 = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    assert out1 == out2 and "ALL:" in out1
-    out16 = subprocess.run(cmd + ["--dtype", "bf16"], capture_output=True, text=True, check=True).stdout
+    args = ["sample", str(run), "--prompt", "ALL:", "--max-new-tokens", "30", "--seed", "5", "--num-samples", "1"]
+    out1 = subprocess.run([sys.executable, "-m", "scratchlm", *args], capture_output=True, text=True, check=True).stdout
+    capsys.readouterr()
+    assert main(args) == 0 and capsys.readouterr().out == out1 and "ALL:" in out1  # the same text in-process
+    assert main(args + ["--dtype", "bf16"]) == 0
+    out16 = capsys.readouterr().out
     assert "ALL:" in out16 and len(out16) > len("ALL:") + 10  # 16-bit decoder weights also give text
-    bad = subprocess.run(cmd + ["--dtype", "int3"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "int3" in bad.stderr
+    with pytest.raises(SystemExit):  # argparse refuses it: exit status 2 and the choices
+        main(args + ["--dtype", "int3"])
+    assert "int3" in capsys.readouterr().err
 
     loaded = load_run(run / "checkpoints" / "final")
     assert loaded.model.config.n_layer == 4 and loaded.tokenizer.vocab_size <= loaded.model.config.vocab_size

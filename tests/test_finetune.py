@@ -196,6 +196,21 @@ def test_copy_scores_find_the_answer_in_the_passage(finetuned):
     assert s["share"].shape == (L, H) and ((s["share"] >= 0) & (s["share"] <= 1)).all()
 
 
+def test_fine_tuning_trains_attention_and_leaves_the_mlps_as_they_were(finetuned):
+    """train.freeze=mlp, fine-tuning's default: the MLPs end exactly as the base had them (no gradient, no
+    optimizer state), while attention has learned."""
+    tmp, _ = finetuned
+    base = ckpt.load_checkpoint(tmp / "base" / "checkpoints" / "final", with_trainer=False)[1]
+    model, trainer = ckpt.load_checkpoint(tmp / "ft" / "checkpoints" / "final")[1:3]
+    mlp = [k for k in base if ".mlp." in k]
+    assert len(mlp) == 2 * 4  # 2 layers × c_fc and c_proj, weight and bias
+    for k in mlp:
+        torch.testing.assert_close(model[k], base[k], rtol=0, atol=0)
+    assert not torch.equal(model["transformer.h.0.attn.c_attn.weight"], base["transformer.h.0.attn.c_attn.weight"])
+    n_trained = sum(1 for k in model if ".mlp." not in k and k != "lm_head.weight")  # the head is the embedding
+    assert len(trainer["optimizer"]["state"]) == n_trained
+
+
 def test_resume_continues_exactly(tmp_path):
     """A fine-tuning run stopped and resumed ends with the weights of one that was not stopped."""
     base = make_base_run(tmp_path / "base")

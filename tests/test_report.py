@@ -89,8 +89,10 @@ def test_html_is_self_contained_with_every_figure(run_dir, tmp_path):
 
 def test_missing_parts_are_named_with_their_command(run_dir, tmp_path):
     bare = tmp_path / "bare"  # trained without attention snapshots (so without their figures) and the live doctor
-    shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("attention", "figures", "probes.jsonl",
-                                                                 "diagnostics.jsonl"))
+    shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("attention", "attention_filmstrip.*",
+                                                                 "attention_metrics.*", "attention_evolution.*",
+                                                                 "probes.jsonl", "diagnostics.jsonl", "curves.*"))
+    assert (bare / "figures" / "tokens.svg").exists()  # the other figures are kept (drawing them all takes long)
     result = build_report(bare, tmp_path / "guide.pdf", samples=False, memory="skip")
     text, _ = pdf_text(tmp_path / "guide.pdf")
     assert has(text, "Not in this guide yet")
@@ -100,6 +102,7 @@ def test_missing_parts_are_named_with_their_command(run_dir, tmp_path):
     assert has(text, "scratchlm tokenizer compare")  # no comparison folder
     assert has(text, "scratchlm memory")  # memory skipped
     assert any("fine-tuning" in m for m in result["missing"])
+    assert has(text, "Training curves of this run")  # a figure training did not leave is drawn for the guide
 
 
 def test_run_without_checkpoint_still_gives_a_guide(run_dir, tmp_path):
@@ -269,3 +272,15 @@ def test_a_fine_tuned_run_beside_this_one_fills_the_questions_chapter(run_dir, t
     assert not any(isinstance(b, Note) for b in blocks)
     with pytest.raises(ScratchLMError, match="not a fine-tuned run"):
         chapter_questions(gather(run), Context(tmp_path / "b", samples=False, memory="skip", finetuned_dir=other / "x"))
+
+
+def test_the_command_offers_every_format_the_library_writes():
+    """cli/report.py names the formats itself (so `scratchlm` starts without loading Typst and matplotlib)."""
+    from scratchlm.cli import build_parser
+    from scratchlm.report import FORMATS
+
+    parser = build_parser()
+    for fmt in FORMATS:
+        assert parser.parse_args(["report", "RUN", "--format", fmt]).format == fmt
+    with pytest.raises(SystemExit):
+        parser.parse_args(["report", "RUN", "--format", "docx"])

@@ -55,6 +55,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | muon (Muon for the blocks' matrices, AdamW for the rest: train/muon.py)
     muon_lr_ratio: float = 1.0  # muon: the matrices' learning rate is lr × this
     key_shift_lr_ratio: float = 1.0  # model.key_shift: its weights' learning rate is lr × this
+    freeze: str = ""  # parameters whose names hold one of these comma-separated parts are not trained ("mlp")
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 = no clipping

@@ -6,7 +6,6 @@ import argparse
 import sys
 import time
 
-from ..report import FORMATS, build_report
 from .common import no_extra_args
 
 NAME = "report"
@@ -21,8 +20,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                    "command that produces them.")
     p.add_argument("run_dir", metavar="RUN", help="a run folder (the --out of scratchlm train)")
     p.add_argument("--out", help="output file (default: RUN/guide.pdf, or RUN/guide.html with --format html)")
-    p.add_argument("--format", choices=FORMATS, help="pdf (default), html (one self-contained page) or typ "
-                                                     "(the Typst source); taken from --out's suffix when not given")
+    p.add_argument("--format", choices=("pdf", "html", "typ"),  # report.FORMATS, without loading the report extra
+                   help="pdf (default), html (one self-contained page) or typ (the Typst source); taken from --out's "
+                        "suffix when not given")
     p.add_argument("--memory", choices=["measure", "estimate", "skip"], default="estimate",
                    help="training memory per technique: measure a few steps of each variant (cached in RUN/report/), "
                         "estimate by formula (default; shows a cached measurement if there is one), or skip")
@@ -41,6 +41,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args, rest: list[str]) -> int:
+    from ..report import build_report  # Typst and matplotlib: loaded when a guide is written, not at every command
+
     no_extra_args(rest)
     t0 = time.perf_counter()
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))

@@ -128,7 +128,8 @@ class LiveDoctor(Watcher):
         )
 
     def _matrices(self):
-        return [p.detach() for p in self.trainer.raw_model.parameters() if p.dim() >= 2]
+        # the matrices being trained: frozen ones (train.freeze) would add to ‖W‖ and never to ‖ΔW‖
+        return [p.detach() for p in self.trainer.raw_model.parameters() if p.dim() >= 2 and p.requires_grad]
 
     def _step(self, info):
         rec = dict(info)

@@ -568,7 +568,9 @@ def chapter_questions(facts: Facts, ctx: Context) -> list[Block]:
              "the assistant's tokens only, so the model learns to answer rather than to ask, and a smaller "
              "learning rate keeps what pretraining taught (too much fine-tuning forgets it). The built-in "
              "questions rename the training passages' speakers at random (KORVELA, SIR BASTIMO): the answer can "
-             "then only be copied from the passage, never recalled from a cast the model has read."),
+             "then only be copied from the passage, never recalled from a cast the model has read. Copying is "
+             "attention's work, so only attention learns: the MLPs keep the base model's weights "
+             "(`train.freeze=mlp`), and a step without their gradients is faster."),
     ]
     ft = finetuned_run(facts, ctx)
     if ft is None:

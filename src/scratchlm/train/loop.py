@@ -26,7 +26,6 @@ from __future__ import annotations
 import errno
 import json
 import math
-import signal
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -42,8 +41,9 @@ from . import checkpoint as ckpt
 from .events import Events
 from .flops import flops_per_token, peak_flops
 from .guard import Guard
-from .optim import lr_at, make_optimizer
-from .runtime import Runtime, all_reduce_sum, any_rank, fsdp_full_state, fsdp_load_state, fsdp_wrap
+from .optim import freeze, lr_at, make_optimizer
+from .runtime import (Runtime, StopRequested, all_reduce_sum, any_rank, fsdp_full_state, fsdp_load_state,
+                      fsdp_wrap)
 
 
 def token_byte_lengths(tok: Tokenizer, vocab_size: int) -> torch.Tensor:
@@ -53,33 +53,6 @@ def token_byte_lengths(tok: Tokenizer, vocab_size: int) -> torch.Tensor:
         lengths[special_id] = 0
     lengths += [0] * (vocab_size - len(lengths))
     return torch.tensor(lengths, dtype=torch.float64)
-
-
-class StopRequested:
-    """First Ctrl-C / SIGTERM: finish the step, checkpoint, exit. Second: exit at once."""
-
-    def __init__(self, on_request=lambda: None):
-        self.requested = False
-        self.on_request = on_request
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt  # second signal: stop now (checkpoints are atomic)
-        self.requested = True
-        self.on_request()
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 class Trainer:
@@ -117,6 +90,7 @@ class Trainer:
         elif model.config != cfg.model:
             raise ScratchLMError("the model given to the Trainer was built with another config than cfg.model")
         self.model = self.raw_model = model.to(rt.device)
+        freeze(model, tc.freeze)  # train.freeze: these weights stay as they are (no gradient, no optimizer state)
         self.token_bytes = token_byte_lengths(tok, cfg.model.vocab_size).to(rt.device)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == "fp16")
         self._set_checkpointing(tc.activation_checkpointing)
@@ -167,6 +141,8 @@ class Trainer:
                     else f"AdamW ({self.optimizer_kind})")
         if any("lr_scale" in g for g in self.optimizer.param_groups):
             opt_name += f", the key shift at lr × {tc.key_shift_lr_ratio:g}"
+        if frozen := sum(p.numel() for p in m.parameters() if not p.requires_grad):
+            opt_name += f", {frozen / 1e6:.2f}M parameters frozen (train.freeze={tc.freeze})"
         lines = [
             f"model      {m.num_params() / 1e6:.2f}M parameters ({m.num_params(False) / 1e6:.2f}M with position "
             f"embeddings): {mc.n_layer} layers × {mc.n_head} heads × {mc.n_embd} wide, context {mc.block_size}, "

@@ -36,6 +36,20 @@ def key_shift_apart(model: torch.nn.Module, groups: list[dict], ratio: float) ->
     return [g for g in out if g["params"]] + [{**home, "params": apart, "weight_decay": 0.0, "lr_scale": ratio}]
 
 
+def freeze(model: torch.nn.Module, parts: str) -> None:
+    """Stop training every parameter whose name holds one of the comma-separated `parts` (`train.freeze`;
+    "mlp": the blocks' MLPs). They get no gradient and no optimizer state, so a step costs less: fine-tuning
+    freezes the MLPs, the copying the answers need is attention's work (docs/finetuning.md)."""
+    names = dict(model.named_parameters())
+    for part in filter(None, (s.strip() for s in parts.split(","))):
+        hit = [p for n, p in names.items() if part in n]
+        if not hit:
+            raise ScratchLMError(f"train.freeze: no parameter's name holds {part!r} (names look like "
+                                 "transformer.h.0.mlp.c_fc.weight, transformer.h.1.attn.c_attn.weight)")
+        for p in hit:
+            p.requires_grad_(False)
+
+
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
                    device_type: str, kind: str = "adamw", muon_lr_ratio: float = 1.0, key_shift_lr_ratio: float = 1.0):
     """(optimizer, implementation): AdamW ("fused" or "foreach"), or with kind="muon" our `Muon` ("muon")."""

@@ -1,6 +1,7 @@
 """Where and how to compute: device, precision, threads, and distributed set-up.
 
 Every choice comes with a reason string, printed at start so the user learns why.
+`StopRequested` turns Ctrl-C and SIGTERM into "finish the step, then stop".
 Launched by `torchrun`, the environment holds RANK / LOCAL_RANK / WORLD_SIZE and we
 join a process group: NCCL between GPUs, gloo between CPU processes.
 """
@@ -11,6 +12,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import signal
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -54,6 +56,33 @@ def cpu_has_bf16() -> bool:
         return "avx512_bf16" in flags or "amx_bf16" in flags
     except OSError:
         return False
+
+
+class StopRequested:
+    """First Ctrl-C / SIGTERM: finish the step, checkpoint, exit. Second: exit at once."""
+
+    def __init__(self, on_request=lambda: None):
+        self.requested = False
+        self.on_request = on_request
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt  # second signal: stop now (checkpoints are atomic)
+        self.requested = True
+        self.on_request()
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def pick_device(name: str, local_rank: int = 0) -> tuple[torch.device, str]:
