@@ -101,6 +101,7 @@ def test_a_freeze_that_matches_no_parameter_is_one_line(tmp_path, capsys):
     data.write_text(SMALL_TEXT)
     assert train(data, tmp_path / "run", "--train.freeze", "mlp,atn") == 2
     assert "train.freeze: no parameter's name holds 'atn'" in one_error_line(capsys)
+    assert train(data, tmp_path / "run2", "--train.freeze", "") == 0  # empty: nothing frozen (not a null)
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -223,6 +223,8 @@ def test_resume_continues_exactly(tmp_path):
     b = ckpt.load_checkpoint(tmp_path / "split" / "checkpoints" / "final", with_trainer=False)[1]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    with pytest.raises(ScratchLMError, match="train.freeze cannot change on resume"):  # the optimizer state would not fit
+        run_finetune(None, None, tmp_path / "split", overrides=["train.max_steps=12", "train.freeze="], resume=True)
 
 
 @pytest.mark.slow  # bf16 is emulated on a CPU without AVX512-BF16/AMX: two minutes for three steps there

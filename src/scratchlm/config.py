@@ -206,7 +206,8 @@ def build_config(preset: str | None = None, config_file: str | None = None, over
             if not sep:
                 raise ScratchLMError(f"override '{item}' needs a value: --{key} VALUE")
             flat[key] = value
-        layers.append(OmegaConf.to_container(OmegaConf.from_dotlist([f"{k}={v}" for k, v in flat.items()])))
+        layers.append(OmegaConf.to_container(OmegaConf.from_dotlist([f"{k}={v}" for k, v in flat.items() if v])))
+        layers.append(_unflatten({k: v for k, v in flat.items() if not v}))  # `--train.freeze ""`: "", not null
     schema = OmegaConf.structured(RunConfig)
     try:
         for layer in layers:

@@ -128,6 +128,10 @@ def finetune_config(init_from: str | Path | None, overrides: list[str] | None, r
             raise ScratchLMError(f"nothing to resume in {resume_dir} (no config.json)")
         base = json.loads(path.read_text())
         cfg = build_config(base=base, overrides=overrides)
+        had = base.get("train", {}).get("freeze", "")
+        if cfg.train.freeze != had:  # the optimizer's saved state covers exactly the weights the run trains
+            raise ScratchLMError(f"--resume {resume_dir}: train.freeze cannot change on resume (the run has {had!r}); "
+                                 "start a new fine-tuning run for other frozen weights")
     else:
         folder, _ = resolve_checkpoint(init_from)
         base = ckpt.verify(folder)["config"]  # the checkpoint's config, without loading its weights yet
