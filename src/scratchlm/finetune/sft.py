@@ -39,6 +39,7 @@ from ..train import checkpoint as ckpt
 from ..train.events import Events
 from ..train.job import Job, announce, resume_latest
 from ..train.loop import Trainer
+from ..train.prepare import check_resume_changes
 from ..train.runtime import set_threads
 from .data import (END, TEMPLATE_FILE, ChatBatches, Examples, chat_ids, make_examples, read_jsonl,
                    template_description, with_chat_tokens)
@@ -128,10 +129,7 @@ def finetune_config(init_from: str | Path | None, overrides: list[str] | None, r
             raise ScratchLMError(f"nothing to resume in {resume_dir} (no config.json)")
         base = json.loads(path.read_text())
         cfg = build_config(base=base, overrides=overrides)
-        had = base.get("train", {}).get("freeze", "")
-        if cfg.train.freeze != had:  # the optimizer's saved state covers exactly the weights the run trains
-            raise ScratchLMError(f"--resume {resume_dir}: train.freeze cannot change on resume (the run has {had!r}); "
-                                 "start a new fine-tuning run for other frozen weights")
+        check_resume_changes(cfg, build_config(base=base), Path(resume_dir))  # budgets may change, not the run
     else:
         folder, _ = resolve_checkpoint(init_from)
         base = ckpt.verify(folder)["config"]  # the checkpoint's config, without loading its weights yet

@@ -87,7 +87,7 @@ def _absolute_data_path(cfg: RunConfig) -> None:
         cfg.data.path = os.path.abspath(cfg.data.path)
 
 
-def _check_resume_changes(cfg: RunConfig, saved: RunConfig, run_dir: Path) -> None:
+def check_resume_changes(cfg: RunConfig, saved: RunConfig, run_dir: Path) -> None:
     """Only budget and bookkeeping keys may change on resume; anything else would make the
     run something other than the one its checkpoints and tokenizer belong to."""
     new, old, may = flat_dict(cfg), flat_dict(saved), sorted(RESUMABLE_KEYS)
@@ -114,7 +114,7 @@ def prepare(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, say
         _absolute_data_path(saved)  # an older run stored it as given (relative to where it was started)
         cfg = cfg or saved  # the caller may have merged overrides (e.g. a longer budget) into it
         _absolute_data_path(cfg)
-        _check_resume_changes(cfg, saved, run_dir)
+        check_resume_changes(cfg, saved, run_dir)
         tok = load_tokenizer(run_dir / "tokenizer.json")
     else:
         _absolute_data_path(cfg)
